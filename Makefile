@@ -1,0 +1,39 @@
+# Thin wrapper: every target runs inside $(VENV), created on demand.
+VENV ?= .venv
+PYTHON ?= python3
+EXTRAS ?= notebooks,dev
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Quick profile keeps tests and notebooks small enough for CI on CPUs.
+TEST_ENV := CAPSLIB_PROFILE=quick
+
+.PHONY: install lab test train bench clean
+
+install: $(STAMP)
+
+# Re-run only when the dependency spec changes; the stamp makes it a no-op.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -q tests
+	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+	  $(TEST_ENV) $(PY) -m pytest -q --nbval --nbval-current-env \
+	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks; \
+	fi
+
+train: $(STAMP)
+	$(PY) -m capslib train $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m capslib bench $(ARGS)
+
+clean:
+	rm -rf build *.egg-info .pytest_cache runs
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,20 @@
+"""capslib: the Capsule Network of Sabour, Frosst & Hinton (2017) on Keras 3.
+
+One module per idea: ``data`` (Fashion-MNIST, split, augmentation), ``ops``
+(squash, safe_norm), ``routing`` (routing by agreement), ``layers`` (capsule
+layers), ``losses`` (margin and reconstruction), ``model`` (the CapsNet),
+``config`` (recipes and ``CAPSLIB_PROFILE``), ``train`` (the main job),
+``viz`` (figures), ``bench`` (throughput), ``scale`` (devices, precision).
+"""
+from capslib import config, data, layers, losses, model, ops, routing, viz
+from capslib.config import TrainConfig, config_for_profile, get_profile
+from capslib.data import CLASS_NAMES, load_fashion_mnist, split_train_val
+from capslib.model import CapsNet, build_capsnet, compile_capsnet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLASS_NAMES", "CapsNet", "TrainConfig", "build_capsnet", "compile_capsnet",
+    "config", "config_for_profile", "data", "get_profile", "layers",
+    "load_fashion_mnist", "losses", "model", "ops", "routing", "split_train_val", "viz",
+]

@@ -1,0 +1,366 @@
+"""Fashion-MNIST loading, splitting and augmentation for the course.
+
+Backend-neutral on purpose: only NumPy and Keras' backend-agnostic utilities
+are used, so everything here works under TensorFlow and JAX alike.
+
+* ``load_fashion_mnist`` finds the four original IDX ``.gz`` files (argument,
+  ``$CAPSLIB_DATA_DIR``, the repo's ``data/fashion-mnist``, Debian's
+  ``/usr/share/datasets/fashion-mnist``, the Keras cache; downloads into the
+  Keras cache only as a last resort), verifies each file's SHA-256, parses the
+  IDX headers itself and returns float32 images in [0, 1] shaped
+  (N, 28, 28, 1) with int64 labels. Results are cached per process and
+  returned read-only so a caller cannot corrupt the cache.
+* ``split_train_val`` makes a stratified, seeded validation split.
+* ``augment_batch`` shifts images by up to ``max_shift`` px (zero padding,
+  as in the CapsNet paper) and flips them horizontally, in NumPy.
+* ``CapsuleDataset`` is a ``keras.utils.PyDataset`` yielding
+  ``({"image", "label"}, {"lengths", "reconstruction"})`` batches, with
+  shuffling and augmentation that are deterministic given seed, epoch and
+  batch index (so worker processes agree with the main process).
+"""
+
+import functools
+import gzip
+import hashlib
+import math
+import os
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+FILES = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+
+BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+REPO_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist"
+SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
+_SIDE = 28
+_FIX = (
+    "Re-fetch the file (e.g. `apt-get download dataset-fashion-mnist` and "
+    "`dpkg -x`), check it with `sha256sum -c SHA256SUMS`, or point "
+    "$CAPSLIB_DATA_DIR at a directory holding the four original files."
+)
+
+
+class DataError(Exception):
+    """A data file is missing, corrupted or not what we expect."""
+
+
+def _keras_cache_dir():
+    # Same rule as keras.utils.get_file: $KERAS_HOME, else ~/.keras.
+    home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
+    return Path(home).expanduser() / "datasets" / "fashion-mnist"
+
+
+def _has_all_files(d):
+    return all((d / name).is_file() for name in FILES)
+
+
+def candidate_dirs():
+    """Directories searched, in order, when no ``data_dir`` is given."""
+    dirs = []
+    if os.environ.get("CAPSLIB_DATA_DIR"):
+        dirs.append(Path(os.environ["CAPSLIB_DATA_DIR"]).expanduser())
+    dirs += [REPO_DATA_DIR, SYSTEM_DATA_DIR, _keras_cache_dir()]
+    return dirs
+
+
+def _download():
+    """Fetch the files into the Keras cache; the last resort."""
+    cache = _keras_cache_dir()
+    try:
+        paths = [
+            keras.utils.get_file(
+                fname=name,
+                origin=BASE_URL + name,
+                file_hash=sha,
+                hash_algorithm="sha256",
+                cache_dir=str(cache.parents[1]),
+                cache_subdir="datasets/fashion-mnist",
+            )
+            for name, sha in FILES.items()
+        ]
+    except Exception as e:  # network errors come in many types
+        searched = ", ".join(str(d) for d in candidate_dirs())
+        raise DataError(
+            f"Fashion-MNIST files not found in any of: {searched}; and the "
+            f"download from {BASE_URL} failed ({type(e).__name__}: {e}). "
+            f"{_FIX}"
+        ) from e
+    return Path(paths[0]).parent
+
+
+def find_data_dir(data_dir=None):
+    """Return the directory ``load_fashion_mnist`` would read from."""
+    if data_dir is not None:
+        # An explicit choice is honoured strictly: no silent fallback.
+        d = Path(data_dir).expanduser()
+        for name in FILES:
+            if not (d / name).is_file():
+                raise DataError(
+                    f"{d / name}: expected the Fashion-MNIST file {name}, "
+                    f"found nothing there. {_FIX}"
+                )
+        return d.resolve()
+    for d in candidate_dirs():
+        if _has_all_files(d):
+            return d.resolve()
+    return _download().resolve()
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_idx(path, magic, dims):
+    """Decompress and parse one IDX file; return (count, payload bytes)."""
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(
+            f"{path}: expected a valid gzip file, found one that fails to "
+            f"decompress ({e}). {_FIX}"
+        ) from e
+    header_len = 4 * (2 + len(dims))
+    if len(raw) < header_len:
+        raise DataError(
+            f"{path}: expected an IDX header of {header_len} bytes, found "
+            f"only {len(raw)} bytes. {_FIX}"
+        )
+    header = np.frombuffer(raw, dtype=">u4", count=2 + len(dims))
+    if header[0] != magic:
+        raise DataError(
+            f"{path}: expected IDX magic number {magic}, found "
+            f"{int(header[0])}. {_FIX}"
+        )
+    if tuple(int(v) for v in header[2:]) != dims:
+        raise DataError(
+            f"{path}: expected item shape {dims}, found "
+            f"{tuple(int(v) for v in header[2:])}. {_FIX}"
+        )
+    count = int(header[1])
+    want = count * math.prod(dims)
+    got = len(raw) - header_len
+    if got != want:
+        raise DataError(
+            f"{path}: the header promises {count} items ({want} bytes), "
+            f"found {got} bytes of data (truncated or padded file). {_FIX}"
+        )
+    return count, raw[header_len:]
+
+
+def _load_split(d, prefix):
+    img_path = d / f"{prefix}-images-idx3-ubyte.gz"
+    lbl_path = d / f"{prefix}-labels-idx1-ubyte.gz"
+    n_img, img = _read_idx(img_path, _IMAGE_MAGIC, (_SIDE, _SIDE))
+    n_lbl, lbl = _read_idx(lbl_path, _LABEL_MAGIC, ())
+    if n_img != n_lbl:
+        raise DataError(
+            f"{lbl_path}: expected {n_img} labels to match {img_path.name}, "
+            f"found {n_lbl}. {_FIX}"
+        )
+    labels = np.frombuffer(lbl, dtype=np.uint8).astype(np.int64)
+    if labels.size and labels.max() >= len(CLASS_NAMES):
+        raise DataError(
+            f"{lbl_path}: expected labels in 0..{len(CLASS_NAMES) - 1}, found "
+            f"{int(labels.max())}. {_FIX}"
+        )
+    x = np.frombuffer(img, dtype=np.uint8).reshape(n_img, _SIDE, _SIDE, 1)
+    x = x.astype(np.float32) / np.float32(255.0)
+    for a in (x, labels):
+        a.flags.writeable = False  # shared by every caller via the cache
+    return x, labels
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(d, stamp, hashes):
+    # ``stamp`` (sizes, mtimes) and ``hashes`` are only cache keys: a changed
+    # file or expected hash means a fresh, fully checked load.
+    del stamp
+    expected = dict(hashes)
+    for name, sha in expected.items():
+        found = _sha256(d / name)
+        if found != sha:
+            raise DataError(
+                f"{d / name}: expected SHA-256 {sha}, found {found}. {_FIX}"
+            )
+    return _load_split(d, "train"), _load_split(d, "t10k")
+
+
+def load_fashion_mnist(data_dir=None):
+    """Return ``(x_train, y_train), (x_test, y_test)``.
+
+    Images are read-only float32 arrays in [0, 1] of shape (N, 28, 28, 1);
+    labels are read-only int64 arrays. Copy them (``x.copy()``) to modify.
+    With ``data_dir`` only that directory is used; otherwise see
+    ``candidate_dirs()``. Raises ``DataError`` on any problem with the files.
+    """
+    d = find_data_dir(data_dir)
+    stamp = tuple(
+        (s.st_size, s.st_mtime_ns) for s in ((d / n).stat() for n in FILES)
+    )
+    return _load_cached(d, stamp, tuple(FILES.items()))
+
+
+def split_train_val(x, y, val_size=5000, seed=42):
+    """Stratified split: ``(x_tr, y_tr), (x_val, y_val)``."""
+    from sklearn.model_selection import train_test_split  # lazy: slow import
+
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        x, y, test_size=val_size, random_state=seed, stratify=y
+    )
+    return (x_tr, y_tr), (x_val, y_val)
+
+
+def augment_batch(images, rng, max_shift=2, flip=True):
+    """Randomly shift (zero-padded) and horizontally flip a batch.
+
+    ``images`` is (B, H, W[, C]); ``rng`` a ``np.random.Generator`` (or a
+    seed). Each image moves by its own integer offset in
+    [-max_shift, max_shift] along each axis and, with ``flip``, is mirrored
+    with probability 0.5. Returns a new array; the input is left unchanged.
+    """
+    rng = np.random.default_rng(rng)
+    images = np.asarray(images)
+    b, h, w = images.shape[:3]
+    s = int(max_shift)
+    dy = rng.integers(-s, s + 1, size=b)
+    dx = rng.integers(-s, s + 1, size=b)
+    pad = [(0, 0), (s, s), (s, s)] + [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, pad)
+    # out[i, r, c] = images[i, r - dy, c - dx]: content moves by (dy, dx).
+    rows = (s - dy)[:, None] + np.arange(h)[None, :]
+    cols = (s - dx)[:, None] + np.arange(w)[None, :]
+    out = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if flip:
+        mirror = rng.random(b) < 0.5
+        out[mirror] = out[mirror, :, ::-1]
+    return out
+
+
+class CapsuleDataset(keras.utils.PyDataset):
+    """Batches shaped for the CapsNet model's named inputs and outputs.
+
+    ``ds[i]`` is ``(x, y)`` with ``x = {"image": float32 (B, 28, 28, 1),
+    "label": int32 (B,)}`` and ``y = {"lengths": float32 one-hot (B, 10),
+    "reconstruction": the same (possibly augmented) images}``. The last batch
+    may be smaller. The order is reshuffled in ``on_epoch_end``; both order
+    and augmentation depend only on ``seed``, the epoch counter and the batch
+    index. Extra keyword arguments (``workers``, ``use_multiprocessing``,
+    ``max_queue_size``) go to ``keras.utils.PyDataset``. Note: ``fit()``
+    also calls ``on_epoch_end`` once before the first epoch, and with
+    ``workers > 1`` Keras' enqueuer can serve a batch drawn before the
+    reshuffle; keep ``workers=1`` when exact reproducibility matters.
+    """
+
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size=100,
+        shuffle=True,
+        augment=False,
+        max_shift=2,
+        flip=True,
+        seed=0,
+        n_classes=10,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        images, labels = np.asarray(images), np.asarray(labels)
+        if not np.issubdtype(images.dtype, np.floating):
+            hint = (
+                " Divide by 255 first: images.astype('float32') / 255."
+                if images.dtype == np.uint8
+                else ""
+            )
+            raise ValueError(
+                f"images must be floating point in [0, 1], got dtype "
+                f"{images.dtype}.{hint}"
+            )
+        if images.ndim != 4 or images.shape[1:] != (_SIDE, _SIDE, 1):
+            raise ValueError(
+                f"images must have shape (N, 28, 28, 1), got {images.shape}. "
+                "Add a channel axis with images[..., None] if it is missing."
+            )
+        if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+            raise ValueError(
+                f"labels must be a 1-D integer array of class ids, got dtype "
+                f"{labels.dtype} and shape {labels.shape} (pass class ids, "
+                "not one-hot vectors)."
+            )
+        if len(images) != len(labels):
+            raise ValueError(
+                f"images and labels differ in length: {len(images)} vs "
+                f"{len(labels)}."
+            )
+        if len(labels) == 0:
+            raise ValueError("images and labels are empty.")
+        if labels.min() < 0 or labels.max() >= n_classes:
+            raise ValueError(
+                f"labels must lie in 0..{n_classes - 1}, found values from "
+                f"{labels.min()} to {labels.max()}."
+            )
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.images = images.astype(np.float32, copy=False)
+        self.labels = labels.astype(np.int32, copy=False)
+        self.batch_size = int(batch_size)
+        self.shuffle, self.augment = bool(shuffle), bool(augment)
+        self.max_shift, self.flip = int(max_shift), bool(flip)
+        self.seed, self.n_classes = int(seed), int(n_classes)
+        self.epoch = 0
+        self._order = self._draw_order()
+
+    def _draw_order(self):
+        if not self.shuffle:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(
+            len(self.labels)
+        )
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        x, labels = self.images[idx], self.labels[idx]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            x = augment_batch(x, rng, self.max_shift, self.flip)
+        onehot = np.eye(self.n_classes, dtype=np.float32)[labels]
+        return (
+            {"image": x, "label": labels},
+            {"lengths": onehot, "reconstruction": x},
+        )
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._draw_order()

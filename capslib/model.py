@@ -1,0 +1,210 @@
+"""The CapsNet of Sabour et al. (2017) as one Keras model.
+
+conv 256@9x9 (ReLU) -> 1152 primary 8D capsules -> 10 class capsules of 16D
+(routing by agreement) -> lengths; a decoder 512-1024-784 (sigmoid) rebuilds
+the image from the pose of one capsule: the true class while training, the
+predicted class otherwise.
+"""
+import keras
+import numpy as np
+from keras import ops
+
+from capslib.layers import DigitCapsules, Length, Mask, PrimaryCapsules
+from capslib.losses import RECONSTRUCTION_WEIGHT, MarginLoss, ReconstructionLoss
+
+OUTPUTS = ("lengths", "poses", "reconstruction")
+
+
+@keras.saving.register_keras_serializable(package="capslib")
+class CapsNet(keras.Model):
+    """Inputs: images (batch, 28, 28, 1) float in [0, 1], or a dict
+    ``{"image": images, "label": int labels}`` (labels are used to mask only
+    when ``training=True``). Outputs: a dict with ``lengths`` (batch, 10),
+    ``poses`` (batch, 10, 16) and, with a decoder, ``reconstruction``
+    (batch, 28, 28, 1).
+    """
+
+    digit_caps_class = DigitCapsules  # the benchmark swaps in a naive one
+
+    def __init__(self, image_shape=(28, 28, 1), n_classes=10, conv_filters=256,
+                 conv_kernel=9, primary_maps=32, primary_dims=8, primary_kernel=9,
+                 primary_strides=2, digit_dims=16, routing_iterations=3,
+                 stop_inner_gradients=True, decoder_units=(512, 1024), decoder=True,
+                 name="capsnet", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.n_classes, self.digit_dims = int(n_classes), int(digit_dims)
+        self.routing_iterations = int(routing_iterations)
+        self.has_decoder = bool(decoder)
+        self._config = dict(
+            image_shape=list(self.image_shape), n_classes=self.n_classes,
+            conv_filters=conv_filters, conv_kernel=conv_kernel,
+            primary_maps=primary_maps, primary_dims=primary_dims,
+            primary_kernel=primary_kernel, primary_strides=primary_strides,
+            digit_dims=digit_dims, routing_iterations=routing_iterations,
+            stop_inner_gradients=stop_inner_gradients,
+            decoder_units=list(decoder_units), decoder=self.has_decoder)
+        self.conv1 = keras.layers.Conv2D(conv_filters, conv_kernel, activation="relu",
+                                         name="conv1")
+        self.primary_caps = PrimaryCapsules(primary_maps, primary_dims, primary_kernel,
+                                            primary_strides, name="primary_caps")
+        # Routing and lengths stay float32 under mixed precision.
+        self.digit_caps = self.digit_caps_class(n_classes, digit_dims, routing_iterations,
+                                        stop_inner_gradients, name="digit_caps",
+                                        dtype="float32")
+        self.lengths = Length(name="lengths", dtype="float32")
+        self.mask = Mask(name="mask")
+        if self.has_decoder:
+            self.decoder = keras.Sequential(
+                [keras.layers.Dense(u, activation="relu", name=f"decoder_dense{k + 1}")
+                 for k, u in enumerate(decoder_units)]
+                + [keras.layers.Dense(int(np.prod(self.image_shape)), activation="sigmoid",
+                                      name="decoder_pixels"),
+                   keras.layers.Reshape(self.image_shape, name="decoder_image")],
+                name="decoder")
+
+    # -- Keras plumbing ---------------------------------------------------
+    def build(self, input_shape=None):
+        shape = (None, *self.image_shape)
+        self.conv1.build(shape)
+        shape = self.conv1.compute_output_shape(shape)
+        self.primary_caps.build(shape)
+        shape = self.primary_caps.compute_output_shape(shape)
+        self.digit_caps.build(shape)
+        shape = self.digit_caps.compute_output_shape(shape)
+        self.lengths.build(shape)
+        self.mask.build(shape)
+        if self.has_decoder:
+            self.decoder.build((None, self.n_classes * self.digit_dims))
+        self.built = True
+
+    def get_config(self):
+        return {**super().get_config(), **self._config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("trainable", None)
+        config.pop("dtype", None)
+        return cls(**config)
+
+    # -- forward pass -------------------------------------------------------
+    def _split_inputs(self, inputs):
+        if isinstance(inputs, dict):
+            unknown = set(inputs) - {"image", "label"}
+            if "image" not in inputs or unknown:
+                raise ValueError(
+                    "CapsNet takes images or a dict with keys 'image' and 'label'; "
+                    f"got keys {sorted(inputs)}")
+            return inputs["image"], inputs.get("label")
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != 2:
+                raise ValueError("CapsNet takes images or (images, labels); "
+                                 f"got a sequence of {len(inputs)} items")
+            return inputs[0], inputs[1]
+        return inputs, None
+
+    def _check_images(self, images):
+        shape = tuple(images.shape)
+        if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"CapsNet expects images of shape (batch, {', '.join(map(str, self.image_shape))})"
+                f", got shape {shape}. Add a channel axis with x[..., None] if needed.")
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        if "float" not in dtype:
+            raise ValueError(
+                f"CapsNet expects float images in [0, 1], got dtype {dtype}. "
+                "Convert with x.astype('float32') / 255.")
+
+    def encode(self, images, return_couplings=False):
+        """Images -> class capsules (batch, n_classes, dims) [and couplings]."""
+        self._check_images(images)
+        features = self.conv1(images)
+        primary = self.primary_caps(features)
+        return self.digit_caps(primary, return_couplings=return_couplings)
+
+    def call(self, inputs, training=False):
+        images, labels = self._split_inputs(inputs)
+        poses = self.encode(images)
+        lengths = self.lengths(poses)
+        outputs = {"lengths": lengths, "poses": poses}
+        if self.has_decoder:
+            masked = self.mask(poses, lengths=lengths, labels=labels if training else None)
+            outputs["reconstruction"] = self.decoder(masked)
+        return outputs
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Keras matches metrics to every output; `poses` has no target.
+        if isinstance(y, dict) and isinstance(y_pred, dict):
+            y_pred = {k: v for k, v in y_pred.items() if k in y}
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    # -- tools for notebooks ----------------------------------------------------
+    def decode(self, poses, labels):
+        """Rebuild images from poses (batch, n_classes, dims), masked by ``labels``."""
+        if not self.has_decoder:
+            raise ValueError("this CapsNet was built with decoder=False")
+        labels = np.asarray(labels)
+        if labels.ndim == 1:
+            check_labels(labels, self.n_classes)
+        poses = ops.convert_to_tensor(np.asarray(poses, dtype="float32"))
+        return ops.convert_to_numpy(self.decoder(self.mask(poses, labels=labels)))
+
+    def coupling_coefficients(self, images):
+        """Final routing coefficients c (batch, 1152, n_classes) as a NumPy array."""
+        images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
+        _, c = self.encode(images, return_couplings=True)
+        return ops.convert_to_numpy(c)
+
+
+def check_labels(labels, n_classes=10):
+    """Raise a ValueError unless labels are integers in [0, n_classes)."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers 0..{n_classes - 1}, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must be in 0..{n_classes - 1}, "
+                         f"got values from {labels.min()} to {labels.max()}")
+
+
+def build_capsnet(routing_iterations=3, decoder=True, stop_inner_gradients=True, **kwargs):
+    """The paper's CapsNet, built (weights created) and ready to compile.
+
+    ``count_params()`` is 8,215,568 with the defaults, 6,804,224 with
+    ``decoder=False``. Any keyword of :class:`CapsNet` can be overridden.
+    """
+    model = CapsNet(routing_iterations=routing_iterations, decoder=decoder,
+                    stop_inner_gradients=stop_inner_gradients, **kwargs)
+    model.build((None, *model.image_shape))
+    return model
+
+
+def default_jit_compile():
+    """JAX always compiles; TensorFlow only on a GPU (XLA was ~30x slower on CPU)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        from capslib.device import has_gpu
+        return has_gpu()
+    return False
+
+
+def compile_capsnet(model, learning_rate=1e-3, lr_decay=0.95, steps_per_epoch=None,
+                    reconstruction_weight=RECONSTRUCTION_WEIGHT, jit_compile=None):
+    """Adam with a per-epoch exponential decay, margin + weighted reconstruction loss."""
+    lr = learning_rate
+    if steps_per_epoch and lr_decay and lr_decay != 1.0:
+        lr = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=int(steps_per_epoch), decay_rate=lr_decay,
+            staircase=True)
+    losses = {"lengths": MarginLoss()}
+    weights = {"lengths": 1.0}
+    if model.has_decoder:
+        losses["reconstruction"] = ReconstructionLoss()
+        weights["reconstruction"] = reconstruction_weight
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr), loss=losses, loss_weights=weights,
+        metrics={"lengths": [keras.metrics.CategoricalAccuracy(name="accuracy")]},
+        jit_compile=default_jit_compile() if jit_compile is None else jit_compile)
+    return model

@@ -1,0 +1,459 @@
+import gzip
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from capslib import data
+from capslib.data import CapsuleDataset, DataError
+
+NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def idx_bytes(magic, dims, payload):
+    header = np.array([magic, *dims], dtype=">u4").tobytes()
+    return header + bytes(payload)
+
+
+def images_idx(n, rows=28, cols=28, magic=2051, payload=None):
+    if payload is None:
+        payload = (np.arange(n * rows * cols) % 256).astype(np.uint8)
+    return idx_bytes(magic, (n, rows, cols), payload)
+
+
+def labels_idx(labels, magic=2049, count=None):
+    labels = np.asarray(labels, dtype=np.uint8)
+    n = len(labels) if count is None else count
+    return idx_bytes(magic, (n,), labels)
+
+
+def write_set(d, monkeypatch=None, **overrides):
+    """Write a tiny valid set (3 train, 2 test); ``overrides`` maps a NAMES
+    key to raw file bytes (already gzipped or not). With ``monkeypatch``
+    the expected hashes are replaced so checks past the checksum run."""
+    d.mkdir(parents=True, exist_ok=True)
+    files = {
+        "train_images": gzip.compress(images_idx(3)),
+        "train_labels": gzip.compress(labels_idx([0, 9, 4])),
+        "test_images": gzip.compress(images_idx(2)),
+        "test_labels": gzip.compress(labels_idx([1, 2])),
+    }
+    files.update(overrides)
+    hashes = {}
+    for key, content in files.items():
+        (d / NAMES[key]).write_bytes(content)
+        hashes[NAMES[key]] = hashlib.sha256(content).hexdigest()
+    if monkeypatch is not None:
+        monkeypatch.setattr(data, "FILES", hashes)
+    return d
+
+
+# -- the real data ----------------------------------------------------------
+
+
+def test_real_data_shapes_dtypes_ranges():
+    (x_tr, y_tr), (x_te, y_te) = data.load_fashion_mnist()
+    assert x_tr.shape == (60000, 28, 28, 1) and x_te.shape == (10000, 28, 28, 1)
+    assert x_tr.dtype == np.float32 and x_te.dtype == np.float32
+    assert y_tr.dtype == np.int64 and y_te.dtype == np.int64
+    assert x_tr.min() == 0.0 and x_tr.max() == 1.0
+    assert np.bincount(y_tr).tolist() == [6000] * 10
+    assert np.bincount(y_te).tolist() == [1000] * 10
+    assert len(data.CLASS_NAMES) == 10
+
+
+def test_real_data_is_cached_and_read_only():
+    first = data.load_fashion_mnist()
+    (x_tr, y_tr), _ = data.load_fashion_mnist()
+    assert x_tr is first[0][0]
+    with pytest.raises(ValueError):
+        x_tr[0, 0, 0, 0] = 5.0
+    with pytest.raises(ValueError):
+        y_tr[0] = 3
+
+
+def test_files_match_sha256sums():
+    sums = (data.REPO_DATA_DIR / "SHA256SUMS").read_text().split()
+    assert dict(zip(sums[1::2], sums[0::2])) == data.FILES
+
+
+# -- search order -------------------------------------------------------------
+
+
+def test_env_var_is_honoured(tmp_path, monkeypatch):
+    d = write_set(tmp_path / "env", monkeypatch)
+    monkeypatch.setenv("CAPSLIB_DATA_DIR", str(d))
+    assert data.find_data_dir() == d.resolve()
+    (x_tr, y_tr), (x_te, y_te) = data.load_fashion_mnist()
+    assert x_tr.shape == (3, 28, 28, 1) and y_te.tolist() == [1, 2]
+
+
+def test_incomplete_env_dir_falls_through_to_repo(tmp_path, monkeypatch):
+    d = write_set(tmp_path / "env")
+    (d / NAMES["test_labels"]).unlink()
+    monkeypatch.setenv("CAPSLIB_DATA_DIR", str(d))
+    assert data.find_data_dir() == data.REPO_DATA_DIR.resolve()
+
+
+def test_explicit_dir_with_missing_file_has_no_fallback(tmp_path):
+    d = write_set(tmp_path / "explicit")
+    (d / NAMES["train_labels"]).unlink()
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz"):
+        data.load_fashion_mnist(d)
+
+
+def test_explicit_dir_is_used(tmp_path, monkeypatch):
+    d = write_set(tmp_path / "explicit", monkeypatch)
+    (x_tr, y_tr), _ = data.load_fashion_mnist(str(d))
+    assert y_tr.tolist() == [0, 9, 4]
+    expected = (np.arange(3 * 784) % 256).reshape(3, 28, 28, 1) / 255.0
+    np.testing.assert_allclose(x_tr, expected, rtol=0, atol=1e-7)
+
+
+@pytest.fixture
+def nowhere(tmp_path, monkeypatch):
+    """No local copy anywhere, so the loader must download."""
+    monkeypatch.delenv("CAPSLIB_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo")
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    return tmp_path
+
+
+def test_download_failure_is_a_data_error(nowhere, monkeypatch):
+    def offline(**kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(data.keras.utils, "get_file", offline)
+    with pytest.raises(DataError, match="download.*network unreachable"):
+        data.load_fashion_mnist()
+
+
+def test_download_goes_to_keras_cache(nowhere, monkeypatch):
+    src = write_set(nowhere / "src", monkeypatch)
+    calls = []
+
+    def fake_get_file(fname, origin, file_hash, cache_dir, cache_subdir, **kw):
+        calls.append(origin)
+        target = data.Path(cache_dir) / cache_subdir
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / fname, target / fname)
+        return str(target / fname)
+
+    monkeypatch.setattr(data.keras.utils, "get_file", fake_get_file)
+    (x_tr, _), _ = data.load_fashion_mnist()
+    cache = nowhere / "keras" / "datasets" / "fashion-mnist"
+    assert x_tr.shape == (3, 28, 28, 1)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(data.FILES)
+    assert all(u.startswith(data.BASE_URL) for u in calls) and len(calls) == 4
+    # Once cached, the Keras cache is found without downloading again.
+    calls.clear()
+    assert data.find_data_dir() == cache.resolve() and calls == []
+
+
+# -- every DataError ------------------------------------------------------------
+
+
+def test_wrong_checksum(tmp_path):
+    d = write_set(tmp_path)  # valid files, but not the real hashes
+    with pytest.raises(DataError, match="expected SHA-256"):
+        data.load_fashion_mnist(d)
+
+
+def test_corrupted_bytes_fail_the_checksum(tmp_path):
+    d = tmp_path / "bad"
+    shutil.copytree(data.REPO_DATA_DIR, d)
+    f = d / NAMES["test_labels"]
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz.*SHA-256"):
+        data.load_fashion_mnist(d)
+
+
+def test_corrupted_gzip_fails_to_decompress(tmp_path, monkeypatch):
+    good = bytearray(gzip.compress(labels_idx([1, 2])))
+    good[len(good) // 2] ^= 0xFF
+    write_set(tmp_path, monkeypatch, test_labels=bytes(good))
+    with pytest.raises(DataError, match="t10k-labels.*gzip"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_truncated_gzip(tmp_path, monkeypatch):
+    whole = gzip.compress(images_idx(3))
+    write_set(tmp_path, monkeypatch, train_images=whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="train-images.*gzip"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_not_gzip_at_all(tmp_path, monkeypatch):
+    write_set(tmp_path, monkeypatch, train_images=images_idx(3))
+    with pytest.raises(DataError, match="gzip"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_payload_shorter_than_header_promises(tmp_path, monkeypatch):
+    short = images_idx(3)[:-100]
+    write_set(tmp_path, monkeypatch, train_images=gzip.compress(short))
+    with pytest.raises(DataError, match="promises 3 items"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_payload_longer_than_header_promises(tmp_path, monkeypatch):
+    long = labels_idx([1, 2], count=1)
+    write_set(tmp_path, monkeypatch, test_labels=gzip.compress(long))
+    with pytest.raises(DataError, match="promises 1 items"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_wrong_image_magic(tmp_path, monkeypatch):
+    bad = gzip.compress(images_idx(2, magic=2049))
+    write_set(tmp_path, monkeypatch, test_images=bad)
+    with pytest.raises(DataError, match="magic number 2051, found 2049"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_wrong_label_magic(tmp_path, monkeypatch):
+    bad = gzip.compress(labels_idx([0, 9, 4], magic=2051))
+    write_set(tmp_path, monkeypatch, train_labels=bad)
+    with pytest.raises(DataError, match="magic number 2049, found 2051"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_wrong_image_size(tmp_path, monkeypatch):
+    bad = gzip.compress(images_idx(3, rows=27))
+    write_set(tmp_path, monkeypatch, train_images=bad)
+    with pytest.raises(DataError, match=r"shape \(28, 28\), found \(27, 28\)"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_header_cut_short(tmp_path, monkeypatch):
+    write_set(tmp_path, monkeypatch, test_labels=gzip.compress(b"\x00\x00\x08"))
+    with pytest.raises(DataError, match="IDX header"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_label_out_of_range(tmp_path, monkeypatch):
+    bad = gzip.compress(labels_idx([0, 10, 4]))
+    write_set(tmp_path, monkeypatch, train_labels=bad)
+    with pytest.raises(DataError, match=r"labels in 0..9, found 10"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_image_and_label_counts_differ(tmp_path, monkeypatch):
+    bad = gzip.compress(labels_idx([0, 1, 2, 3]))
+    write_set(tmp_path, monkeypatch, train_labels=bad)
+    with pytest.raises(DataError, match="expected 3 labels"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_errors_say_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match="CAPSLIB_DATA_DIR") as err:
+        data.load_fashion_mnist(tmp_path)
+    assert str(tmp_path) in str(err.value)
+
+
+# -- split ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def train_labels():
+    return data.load_fashion_mnist()[0][1]
+
+
+def test_split_is_stratified_and_complete(train_labels):
+    ids = np.arange(len(train_labels))
+    (i_tr, y_tr), (i_val, y_val) = data.split_train_val(ids, train_labels)
+    assert len(i_val) == 5000 and len(i_tr) == 55000
+    assert np.bincount(y_val).tolist() == [500] * 10
+    assert np.bincount(y_tr).tolist() == [5500] * 10
+    assert np.array_equal(np.sort(np.concatenate([i_tr, i_val])), ids)
+    assert np.array_equal(train_labels[i_val], y_val)
+
+
+def test_split_is_deterministic(train_labels):
+    ids = np.arange(len(train_labels))
+    a = data.split_train_val(ids, train_labels, seed=1)[1][0]
+    b = data.split_train_val(ids, train_labels, seed=1)[1][0]
+    c = data.split_train_val(ids, train_labels, seed=2)[1][0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+# -- augmentation ---------------------------------------------------------------
+
+
+def dot_images(n, row, col):
+    x = np.zeros((n, 28, 28, 1), np.float32)
+    x[:, row, col, 0] = 1.0
+    return x
+
+
+def dot_positions(out):
+    b, r, c, _ = np.nonzero(out)
+    assert np.array_equal(b, np.arange(len(out))), "exactly one dot per image"
+    return r, c
+
+
+def test_shift_moves_content_at_most_two_pixels():
+    x = dot_images(300, 14, 10)
+    before = x.copy()
+    out = data.augment_batch(x, np.random.default_rng(0), flip=False)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert np.array_equal(x, before), "input must be unchanged"
+    r, c = dot_positions(out)
+    assert set((r - 14).tolist()) == set(range(-2, 3))
+    assert set((c - 10).tolist()) == set(range(-2, 3))
+
+
+def test_flip_mirrors_about_half():
+    out = data.augment_batch(dot_images(400, 14, 5), 0, max_shift=0)
+    r, c = dot_positions(out)
+    assert (r == 14).all() and set(c.tolist()) == {5, 22}
+    assert 120 < (c == 22).sum() < 280
+
+
+def test_shift_and_flip_together():
+    out = data.augment_batch(dot_images(300, 5, 5), 3)
+    r, c = dot_positions(out)
+    assert (abs(r - 5) <= 2).all()
+    near, mirrored = abs(c - 5) <= 2, abs(c - 22) <= 2
+    assert (near | mirrored).all() and near.any() and mirrored.any()
+
+
+def test_shift_pads_with_zeros():
+    x = np.ones((200, 28, 28, 1), np.float32)
+    out = data.augment_batch(x, 0, flip=False)
+    sums = out.sum(axis=(1, 2, 3))
+    allowed = {(28 - a) * (28 - b) for a in range(3) for b in range(3)}
+    assert set(sums.tolist()) <= allowed and len(set(sums.tolist())) > 1
+    assert set(np.unique(out).tolist()) == {0.0, 1.0}
+
+
+def test_augment_is_deterministic_and_noop_when_disabled():
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    a = data.augment_batch(x, np.random.default_rng(7))
+    b = data.augment_batch(x, np.random.default_rng(7))
+    assert np.array_equal(a, b)
+    same = data.augment_batch(x, 0, max_shift=0, flip=False)
+    assert np.array_equal(same, x) and same is not x
+    assert data.augment_batch(x[..., 0], 0).shape == (8, 28, 28)
+
+
+# -- CapsuleDataset -------------------------------------------------------------
+
+
+def tagged(n):
+    """Images whose pixel (0, 0) encodes the sample id, labels = id % 10."""
+    x = np.zeros((n, 28, 28, 1), np.float32)
+    x[:, 0, 0, 0] = np.arange(n) / 1000.0
+    return x, np.arange(n) % 10
+
+
+def ids_of(batch_x):
+    return np.rint(batch_x["image"][:, 0, 0, 0] * 1000).astype(int)
+
+
+def test_batch_structure():
+    x, y = tagged(250)
+    ds = CapsuleDataset(x, y, batch_size=100, shuffle=False)
+    assert len(ds) == 3
+    bx, by = ds[0]
+    assert set(bx) == {"image", "label"} and set(by) == {"lengths", "reconstruction"}
+    assert bx["image"].shape == (100, 28, 28, 1) and bx["image"].dtype == np.float32
+    assert bx["label"].shape == (100,) and bx["label"].dtype == np.int32
+    assert by["lengths"].shape == (100, 10) and by["lengths"].dtype == np.float32
+    assert np.array_equal(by["lengths"].argmax(1), bx["label"])
+    assert np.array_equal(by["lengths"].sum(1), np.ones(100))
+    assert np.array_equal(by["reconstruction"], bx["image"])
+    assert np.array_equal(ids_of(bx), np.arange(100))
+    assert ds[2][0]["image"].shape == (50, 28, 28, 1)
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+def test_shuffle_covers_every_sample_and_is_reproducible():
+    x, y = tagged(250)
+    ds = CapsuleDataset(x, y, batch_size=100, seed=5)
+    twin = CapsuleDataset(x, y, batch_size=100, seed=5)
+    epoch0 = np.concatenate([ids_of(ds[i][0]) for i in range(len(ds))])
+    assert sorted(epoch0.tolist()) == list(range(250))
+    assert not np.array_equal(epoch0, np.arange(250))
+    assert np.array_equal(y[epoch0], np.concatenate([ds[i][0]["label"] for i in range(3)]))
+    ds.on_epoch_end()
+    epoch1 = np.concatenate([ids_of(ds[i][0]) for i in range(len(ds))])
+    assert sorted(epoch1.tolist()) == list(range(250))
+    assert not np.array_equal(epoch0, epoch1)
+    twin.on_epoch_end()
+    assert np.array_equal(ids_of(twin[1][0]), ids_of(ds[1][0]))
+
+
+def test_augmented_batches_are_deterministic():
+    x = dot_images(100, 14, 14)
+    ds = CapsuleDataset(x, np.zeros(100, int), batch_size=50, augment=True, seed=1)
+    a, b = ds[0], ds[0]
+    assert np.array_equal(a[0]["image"], b[0]["image"])
+    assert a[1]["reconstruction"] is a[0]["image"]
+    assert not np.array_equal(a[0]["image"], x[:50])
+    assert np.array_equal(x, dot_images(100, 14, 14)), "source must be unchanged"
+    ds.on_epoch_end()
+    assert not np.array_equal(ds[0][0]["image"], a[0]["image"])
+
+
+def test_kwargs_reach_pydataset():
+    x, y = tagged(10)
+    assert CapsuleDataset(x, y, workers=2, max_queue_size=3).workers == 2
+
+
+@pytest.mark.parametrize(
+    "images, labels, message",
+    [
+        (np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, int), "255"),
+        (np.zeros((4, 28, 28), np.float32), np.zeros(4, int), r"\(N, 28, 28, 1\)"),
+        (np.zeros((4, 28, 28, 1), np.float32), np.array([0, 1, 10, 2]), "0..9"),
+        (np.zeros((4, 28, 28, 1), np.float32), np.array([0, 1, -1, 2]), "0..9"),
+        (np.zeros((4, 28, 28, 1), np.float32), np.zeros(3, int), "length"),
+        (np.zeros((4, 28, 28, 1), np.float32), np.eye(10)[:4], "one-hot"),
+    ],
+)
+def test_dataset_rejects_bad_input(images, labels, message):
+    with pytest.raises(ValueError, match=message):
+        CapsuleDataset(images, labels)
+
+
+class RecordingDataset(CapsuleDataset):
+    def __getitem__(self, index):
+        self.served.append((self.epoch, index))
+        return super().__getitem__(index)
+
+
+def test_keras_fit_sees_every_batch_once_per_reshuffled_epoch():
+    # Keras' fit() calls on_epoch_end() once before the first epoch too
+    # (EpochIterator.reset), so epoch k of training runs with counter k + 1.
+    # Batches read before that (TF's signature peek) carry counter 0.
+    keras = data.keras
+    image = keras.Input((28, 28, 1), name="image")
+    label = keras.Input((), dtype="int32", name="label")
+    flat = keras.layers.Flatten()(image)
+    feats = keras.layers.Concatenate()([flat, keras.ops.one_hot(label, 10)])
+    lengths = keras.layers.Dense(10, activation="sigmoid", name="lengths")(flat)
+    recon = keras.layers.Reshape((28, 28, 1), name="reconstruction")(
+        keras.layers.Dense(784, activation="sigmoid")(feats)
+    )
+    model = keras.Model(
+        {"image": image, "label": label},
+        {"lengths": lengths, "reconstruction": recon},
+    )
+    model.compile("adam", loss={"lengths": "mse", "reconstruction": "mse"})
+    x, y = tagged(45)
+    ds = RecordingDataset(x, y, batch_size=20, augment=True)
+    ds.served = []
+    history = model.fit(ds, epochs=3, verbose=0, shuffle=False)
+    assert len(history.history["loss"]) == 3
+    trained = sorted(s for s in ds.served if s[0] > 0)
+    assert trained == [(e, i) for e in (1, 2, 3) for i in range(3)]
