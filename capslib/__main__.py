@@ -24,6 +24,8 @@ def _train_args(parser):
                         help="bfloat16 compute (routing and losses stay float32)")
     parser.add_argument("--distribute", action="store_true", default=None,
                         help="data-parallel over all local devices")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="stop before an epoch would end after SECONDS (resumable)")
     parser.add_argument("--data-dir")
 
 
@@ -34,7 +36,8 @@ def _config(args):
         learning_rate=args.learning_rate, lr_decay=args.lr_decay,
         routing_iterations=args.routing_iterations, augment=args.augment,
         val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-        mixed_precision=args.mixed_precision, distribute=args.distribute)
+        mixed_precision=args.mixed_precision, distribute=args.distribute,
+        time_budget_s=args.time_budget)
 
 
 def main(argv=None):
@@ -44,6 +47,8 @@ def main(argv=None):
     _train_args(p_train)
     p_train.add_argument("--run-dir", default=None,
                          help="folder of the run (default runs/capsnet; resumes if present)")
+    p_train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                         help="Keras fit verbosity: 1 progress bar (default), 2 a line per epoch")
     p_eval = sub.add_parser("evaluate", help="test metrics of a saved .keras model")
     p_eval.add_argument("model")
     p_eval.add_argument("--profile", choices=("full", "lesson", "quick"))
@@ -53,6 +58,8 @@ def main(argv=None):
     p_bench.add_argument("--routing-iterations", type=int, default=3)
     p_bench.add_argument("--steps", type=int, default=20, help="timed training steps")
     p_bench.add_argument("--no-naive", action="store_true", help="skip the naive reference")
+    p_bench.add_argument("--sweep", metavar="B1,B2,...",
+                         help="also measure these batch sizes (capslib model only)")
     p_bench.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
 
@@ -61,7 +68,8 @@ def main(argv=None):
     if args.command == "train":
         from capslib.train import DEFAULT_RUN_DIR, train
         metrics = train(_config(args), run_dir=args.run_dir or DEFAULT_RUN_DIR,
-                        data_dir=args.data_dir)
+                        data_dir=args.data_dir,
+                        verbose="auto" if args.verbose is None else args.verbose)
         return 0 if metrics else 1
     if args.command == "evaluate":
         from capslib.config import config_for_profile
@@ -69,9 +77,12 @@ def main(argv=None):
         result = evaluate(args.model, config_for_profile(args.profile), args.data_dir)
         print(json.dumps(result, indent=2))
         return 0
-    from capslib.bench import print_report, run_benchmark
+    from capslib.bench import print_report, run_benchmark, sweep_batch_sizes
     result = run_benchmark(args.batch_size, args.routing_iterations, args.steps,
                            naive=not args.no_naive)
+    if args.sweep:
+        sizes = [int(b) for b in args.sweep.split(",")]
+        result["sweep"] = sweep_batch_sizes(sizes, args.routing_iterations, args.steps)
     print_report(result, as_json=args.json)
     return 0
 

@@ -119,6 +119,19 @@ def run_benchmark(batch_size=64, routing_iterations=3, steps=20, naive=True, pea
     return result
 
 
+def sweep_batch_sizes(batch_sizes, routing_iterations=3, steps=20):
+    """Training and inference images/s of capslib's model for each batch size."""
+    rows = []
+    for batch_size in batch_sizes:
+        keras.utils.set_random_seed(0)
+        model = compile_capsnet(build_capsnet(routing_iterations=routing_iterations))
+        rows.append({"batch_size": batch_size,
+                     "train_images_per_s": train_images_per_s(model, batch_size, steps),
+                     "infer_images_per_s": infer_images_per_s(model, batch_size, steps)})
+        keras.backend.clear_session()
+    return rows
+
+
 def print_report(result, as_json=False):
     print(f"backend {result['backend']} on {result['device']}, batch {result['batch_size']}, "
           f"{result['routing_iterations']} routing iterations, {result['steps']} timed steps")
@@ -132,5 +145,8 @@ def print_report(result, as_json=False):
     if "peak_matmul_gflops_per_s" in result:
         print(f"  float32 matmul peak: {result['peak_matmul_gflops_per_s']:.1f} GFLOP/s; "
               f"training reaches {100 * result['fraction_of_peak']:.0f}% of it")
+    for row in result.get("sweep", []):
+        print(f"  batch {row['batch_size']:5d}: training {row['train_images_per_s']:9.1f} images/s,"
+              f" inference {row['infer_images_per_s']:9.1f} images/s")
     if as_json:
         print(json.dumps(result))

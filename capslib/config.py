@@ -29,6 +29,7 @@ class TrainConfig:
     reconstruction_weight: float = 0.0005
     mixed_precision: bool = False
     distribute: bool = False
+    time_budget_s: float | None = None  # stop before an epoch would end later
     profile: str = "full"
 
     def replace(self, **changes):

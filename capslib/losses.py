@@ -11,6 +11,7 @@ RECONSTRUCTION_WEIGHT = 0.0005
 
 def _one_hot_targets(labels, lengths):
     """Accept integer labels (batch,) or one-hot targets (batch, n_classes)."""
+    labels = ops.convert_to_tensor(labels)
     if len(labels.shape) == len(lengths.shape):
         return ops.cast(labels, lengths.dtype)
     n_classes = lengths.shape[-1]

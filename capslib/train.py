@@ -21,13 +21,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from capslib import data, device, viz
+from capslib import data, device, scale, viz
 from capslib.config import TrainConfig, config_for_profile
 from capslib.model import build_capsnet, compile_capsnet
 
 DEFAULT_RUN_DIR = Path("runs") / "capsnet"
 # Settings that may differ when a run is resumed (more epochs, another device).
-_RESUMABLE_CHANGES = {"epochs", "distribute"}
+_RESUMABLE_CHANGES = {"epochs", "distribute", "time_budget_s"}
 
 
 class ThroughputLogger(keras.callbacks.Callback):
@@ -142,13 +142,6 @@ def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
         max_shift=config.max_shift, flip=config.flip, seed=config.seed)
     val_data = data.CapsuleDataset(x_val, y_val, batch_size=config.batch_size, shuffle=False)
 
-    from capslib import scale
-    with scale.training_scope(config):
-        model = build_capsnet(routing_iterations=config.routing_iterations)
-        compile_capsnet(model, config.learning_rate, config.lr_decay,
-                        steps_per_epoch=len(train_data),
-                        reconstruction_weight=config.reconstruction_weight)
-
     log_path = run_dir / "log.csv"
     history = read_log(log_path)
     done_epochs = len(history.get("loss", []))
@@ -163,9 +156,16 @@ def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         *callbacks,
     ]
+    if config.time_budget_s:
+        fit_callbacks.append(scale.TimeBudget(config.time_budget_s))
     start = time.perf_counter()
-    model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-              callbacks=fit_callbacks, verbose=verbose)
+    with scale.training_scope(config):
+        model = build_capsnet(routing_iterations=config.routing_iterations)
+        compile_capsnet(model, config.learning_rate, config.lr_decay,
+                        steps_per_epoch=len(train_data),
+                        reconstruction_weight=config.reconstruction_weight)
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                  callbacks=fit_callbacks, verbose=verbose)
     fit_seconds = time.perf_counter() - start
     history = read_log(log_path)
 

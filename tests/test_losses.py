@@ -22,6 +22,8 @@ def test_margin_loss_accepts_one_hot_and_custom_margins():
                                numpy(margin_loss(np.array([0]), lengths)))
     value = numpy(margin_loss(one_hot, lengths, m_plus=0.8, m_minus=0.2, lambda_=1.0))
     np.testing.assert_allclose(value, [0.1 ** 2 + 0.2 ** 2], rtol=1e-5)
+    np.testing.assert_allclose(numpy(margin_loss([0], lengths)),  # a plain list works too
+                               numpy(margin_loss(np.array([0]), lengths)))
 
 
 def test_reconstruction_loss_is_a_sum_per_example():
