@@ -1,7 +1,7 @@
 # Thin wrapper: every target runs inside $(VENV), created on demand.
 VENV ?= .venv
 PYTHON ?= python3
-EXTRAS ?= notebooks,dev
+EXTRAS ?= notebooks,dev,jax
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Quick profile keeps tests and notebooks small enough for CI on CPUs.
@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Unit tests under TensorFlow (the default), then under JAX without the
+# training-heavy ones (XLA trains ~30x slower on CPU), then the notebooks.
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -q -m "not heavy" tests
 	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 	  $(TEST_ENV) $(PY) -m pytest -q --nbval --nbval-current-env \
 	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks; \

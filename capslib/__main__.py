@@ -58,6 +58,9 @@ def main(argv=None):
     p_bench.add_argument("--routing-iterations", type=int, default=3)
     p_bench.add_argument("--steps", type=int, default=20, help="timed training steps")
     p_bench.add_argument("--no-naive", action="store_true", help="skip the naive reference")
+    p_bench.add_argument("--mixed-precision", action="store_true",
+                         help="bfloat16 compute for capslib's model (routing stays float32)")
+    p_bench.add_argument("--no-peak", action="store_true", help="skip the matmul peak")
     p_bench.add_argument("--sweep", metavar="B1,B2,...",
                          help="also measure these batch sizes (capslib model only)")
     p_bench.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -79,7 +82,8 @@ def main(argv=None):
         return 0
     from capslib.bench import print_report, run_benchmark, sweep_batch_sizes
     result = run_benchmark(args.batch_size, args.routing_iterations, args.steps,
-                           naive=not args.no_naive)
+                           naive=not args.no_naive, peak=not args.no_peak,
+                           mixed_precision=args.mixed_precision)
     if args.sweep:
         sizes = [int(b) for b in args.sweep.split(",")]
         result["sweep"] = sweep_batch_sizes(sizes, args.routing_iterations, args.steps)

@@ -12,8 +12,10 @@ import numpy as np
 from keras import ops
 
 from capslib import device
+from capslib.config import TrainConfig
 from capslib.layers import DigitCapsules
 from capslib.model import CapsNet, build_capsnet, compile_capsnet
+from capslib.scale import training_scope
 
 
 @keras.saving.register_keras_serializable(package="capslib_bench")
@@ -78,31 +80,43 @@ def infer_images_per_s(model, batch_size, steps):
     return batch_size * steps / (time.perf_counter() - start)
 
 
-def peak_matmul_gflops(n=2048, repeats=5):
-    """float32 GFLOP/s of a large square matmul with the current backend."""
+def peak_matmul_gflops(n=None, repeats=5):
+    """float32 GFLOP/s of a large square matmul with the current backend.
+
+    The product is reduced to a scalar on the device so that only the matmul
+    is timed, not a copy of the result to the host.
+    """
+    if n is None:
+        n = 2048 if device.device_kind() == "cpu" else 8192
     rng = np.random.default_rng(0)
     a = ops.convert_to_tensor(rng.random((n, n), dtype=np.float32))
     b = ops.convert_to_tensor(rng.random((n, n), dtype=np.float32))
-    ops.convert_to_numpy(ops.matmul(a, b))  # warm-up
+
+    def product():
+        return float(ops.convert_to_numpy(ops.sum(ops.matmul(a, b))))
+
+    product()  # warm-up
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        ops.convert_to_numpy(ops.matmul(a, b))
+        product()
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
 
 
 def run_benchmark(batch_size=64, routing_iterations=3, steps=20, naive=True, peak=True,
-                  jit_compile=None):
+                  jit_compile=None, mixed_precision=False):
     keras.utils.set_random_seed(0)
-    model = compile_capsnet(build_capsnet(routing_iterations=routing_iterations),
-                            jit_compile=jit_compile)
-    result = {
-        "backend": keras.backend.backend(), "device": device.device_description(),
-        "batch_size": batch_size, "routing_iterations": routing_iterations, "steps": steps,
-        "train_images_per_s": train_images_per_s(model, batch_size, steps),
-        "infer_images_per_s": infer_images_per_s(model, batch_size, steps),
-    }
+    with training_scope(TrainConfig(mixed_precision=mixed_precision)):
+        model = compile_capsnet(build_capsnet(routing_iterations=routing_iterations),
+                                jit_compile=jit_compile)
+        result = {
+            "backend": keras.backend.backend(), "device": device.device_description(),
+            "batch_size": batch_size, "routing_iterations": routing_iterations,
+            "steps": steps, "precision": "mixed_bfloat16" if mixed_precision else "float32",
+            "train_images_per_s": train_images_per_s(model, batch_size, steps),
+            "infer_images_per_s": infer_images_per_s(model, batch_size, steps),
+        }
     train_flops = 3 * forward_flops_per_image(model)  # backward ~ 2x forward
     result["train_gflop_per_image"] = train_flops / 1e9
     result["gflops_per_s"] = result["train_images_per_s"] * train_flops / 1e9
@@ -134,7 +148,8 @@ def sweep_batch_sizes(batch_sizes, routing_iterations=3, steps=20):
 
 def print_report(result, as_json=False):
     print(f"backend {result['backend']} on {result['device']}, batch {result['batch_size']}, "
-          f"{result['routing_iterations']} routing iterations, {result['steps']} timed steps")
+          f"{result['routing_iterations']} routing iterations, {result['precision']}, "
+          f"{result['steps']} timed steps")
     print(f"  capslib training : {result['train_images_per_s']:8.1f} images/s "
           f"({result['gflops_per_s']:.1f} GFLOP/s at {result['train_gflop_per_image']:.2f} "
           "GFLOP per image)")

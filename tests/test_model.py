@@ -88,6 +88,7 @@ def test_wrong_labels_raise_clear_errors(model, images):
         model({"images": images[0]})
 
 
+@pytest.mark.heavy
 def test_overfits_a_few_dozen_images():
     """The whole model learns: 30 images, 3 per class, learned in a few steps."""
     (x, y), _ = load_fashion_mnist()

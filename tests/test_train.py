@@ -35,6 +35,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+@pytest.mark.heavy
 def test_resume_after_interruption(tmp_path):
     config = TrainConfig(**{**TINY, "epochs": 3})
     run = tmp_path / "run"
@@ -73,6 +74,7 @@ def test_quick_profile_caps_the_recipe(monkeypatch):
         config_for_profile()
 
 
+@pytest.mark.heavy
 def test_cli_train_writes_metrics_and_figures(tmp_path):
     run = tmp_path / "cli-run"
     env = {**os.environ, "CAPSLIB_PROFILE": "quick", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -99,6 +101,7 @@ def test_cli_train_writes_metrics_and_figures(tmp_path):
     assert json.loads(done.stdout)["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
+@pytest.mark.heavy
 def test_bench_reports_both_models():
     from capslib.bench import run_benchmark
     result = run_benchmark(batch_size=4, steps=2, peak=False)
