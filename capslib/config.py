@@ -1,7 +1,7 @@
 """Training recipes and the one setting that shrinks them: ``CAPSLIB_PROFILE``.
 
 - ``full``: the paper's recipe (default for ``python -m capslib train``).
-- ``lesson``: the full data for a few epochs, about half an hour on 2 CPU cores
+- ``lesson``: the full data for 3 epochs, 30 to 60 minutes on 2 CPU cores
   (the default of the training notebook).
 - ``quick``: a small subset for a few seconds of work (CI, notebooks under test).
 """

@@ -28,6 +28,7 @@ def routing_by_agreement(u_hat, iterations=3, stop_inner_gradients=True):
     iterations = int(iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    u_hat = ops.convert_to_tensor(u_hat)
     if len(u_hat.shape) != 4:
         raise ValueError(
             "u_hat must have shape (batch, n_in, n_out, d_out), "

@@ -1,6 +1,7 @@
 """Figures for the course: matplotlib only, each function returns its Figure."""
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from capslib.data import CLASS_NAMES
 
@@ -63,6 +64,7 @@ def plot_learning_curves(history):
             ax2.plot(epochs, 100 * np.asarray(history[key], dtype=float), "o-", label=label)
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -11,18 +11,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu}
-RUN_DIR=${RUN_DIR:-$OUT/run}  # on the device: outside $OUT (only 8 small files come back)
+RUN_DIR=${RUN_DIR:-$OUT/run}  # on a device, point it outside $OUT: only 8 small files come back
 TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-400}   # training seconds (the call's limit is 600)
 EPOCHS=${EPOCHS:-50}
 mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-if ! $PY -c "import keras" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+source scripts/device_env.sh
 
 echo "== device"; (nvidia-smi -L 2>/dev/null || echo "no NVIDIA GPU") | tee "$OUT/device.txt"
 $PY -c "import keras, jax; print('keras', keras.__version__, 'jax', jax.__version__, jax.devices())" \
