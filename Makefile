@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
+# Jupyter refuses root unless told (containers, Colab-like machines run as root).
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/
 
 # Unit tests under TensorFlow (the default), then under JAX without the
 # training-heavy ones (XLA trains ~30x slower on CPU), then the notebooks.
