@@ -206,7 +206,7 @@ def _save_figures(run_dir, history, model, x_test, y_test, pred, n=10):
 
 
 def evaluate(model_path, config=None, data_dir=None):
-    """Test metrics of a saved model (prints and returns them)."""
+    """Test metrics of a saved model (the CLI prints them as JSON)."""
     config = config or config_for_profile()
     model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
     _, _, (x_test, y_test) = prepare_data(config, data_dir)
