@@ -12,8 +12,6 @@ from keras import ops
 from capslib.layers import DigitCapsules, Length, Mask, PrimaryCapsules
 from capslib.losses import RECONSTRUCTION_WEIGHT, MarginLoss, ReconstructionLoss
 
-OUTPUTS = ("lengths", "poses", "reconstruction")
-
 
 @keras.saving.register_keras_serializable(package="capslib")
 class CapsNet(keras.Model):
