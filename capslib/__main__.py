@@ -25,7 +25,8 @@ def _train_args(parser):
     parser.add_argument("--distribute", action="store_true", default=None,
                         help="data-parallel over all local devices")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
-                        help="stop before an epoch would end after SECONDS (resumable)")
+                        help="stop before an epoch would end after SECONDS; the run then finishes "
+                             "with the best epoch so far")
     parser.add_argument("--data-dir")
 
 

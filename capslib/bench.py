@@ -104,19 +104,28 @@ def peak_matmul_gflops(n=None, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
-def run_benchmark(batch_size=64, routing_iterations=3, steps=20, naive=True, peak=True,
-                  jit_compile=None, mixed_precision=False):
+def measure_capsnet(batch_size, routing_iterations=3, steps=20, jit_compile=None,
+                    mixed_precision=False):
+    """A fresh capslib CapsNet and its training and inference images/s."""
     keras.utils.set_random_seed(0)
     with training_scope(TrainConfig(mixed_precision=mixed_precision)):
         model = compile_capsnet(build_capsnet(routing_iterations=routing_iterations),
                                 jit_compile=jit_compile)
-        result = {
-            "backend": keras.backend.backend(), "device": device.device_description(),
-            "batch_size": batch_size, "routing_iterations": routing_iterations,
-            "steps": steps, "precision": "mixed_bfloat16" if mixed_precision else "float32",
-            "train_images_per_s": train_images_per_s(model, batch_size, steps),
-            "infer_images_per_s": infer_images_per_s(model, batch_size, steps),
-        }
+        speeds = {"train_images_per_s": train_images_per_s(model, batch_size, steps),
+                  "infer_images_per_s": infer_images_per_s(model, batch_size, steps)}
+    return model, speeds
+
+
+def run_benchmark(batch_size=64, routing_iterations=3, steps=20, naive=True, peak=True,
+                  jit_compile=None, mixed_precision=False):
+    model, speeds = measure_capsnet(batch_size, routing_iterations, steps, jit_compile,
+                                    mixed_precision)
+    result = {
+        "backend": keras.backend.backend(), "device": device.device_description(),
+        "batch_size": batch_size, "routing_iterations": routing_iterations,
+        "steps": steps, "precision": "mixed_bfloat16" if mixed_precision else "float32",
+        **speeds,
+    }
     train_flops = 3 * forward_flops_per_image(model)  # backward ~ 2x forward
     result["train_gflop_per_image"] = train_flops / 1e9
     result["gflops_per_s"] = result["train_images_per_s"] * train_flops / 1e9
@@ -137,11 +146,8 @@ def sweep_batch_sizes(batch_sizes, routing_iterations=3, steps=20):
     """Training and inference images/s of capslib's model for each batch size."""
     rows = []
     for batch_size in batch_sizes:
-        keras.utils.set_random_seed(0)
-        model = compile_capsnet(build_capsnet(routing_iterations=routing_iterations))
-        rows.append({"batch_size": batch_size,
-                     "train_images_per_s": train_images_per_s(model, batch_size, steps),
-                     "infer_images_per_s": infer_images_per_s(model, batch_size, steps)})
+        _, speeds = measure_capsnet(batch_size, routing_iterations, steps)
+        rows.append({"batch_size": batch_size, **speeds})
         keras.backend.clear_session()
     return rows
 

@@ -63,7 +63,8 @@ class TimeBudget(keras.callbacks.Callback):
     """Stops training before an epoch that would end after ``seconds``.
 
     Lets a job fit a fixed slot (a 10-minute GPU lease, one CPU hour): the
-    epochs that fit are sized from the longest epoch measured so far. A run
+    epochs that fit are sized from the longest epoch measured after the
+    first (which also compiles). A run
     stopped this way is finished (its test set is evaluated); a killed run
     resumes instead.
     """

@@ -5,7 +5,7 @@
 # validation, evaluate the test set once. Results land in $OUT (or runs/gpu).
 #
 #   bash scripts/gpu_run.sh                      # on the GPU machine
-#   CAPSLIB_PROFILE=quick bash scripts/gpu_run.sh   # a CPU rehearsal in seconds
+#   CAPSLIB_PROFILE=quick bash scripts/gpu_run.sh   # CPU rehearsal (~9 min: JAX is slow on CPU)
 #
 # Carried wheels (.whl/, see README "Performance") are installed when Keras is missing.
 set -uo pipefail
