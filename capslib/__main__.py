@@ -6,9 +6,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from capslib.config import PROFILES  # noqa: E402  (after the log level is set)
+
 
 def _train_args(parser):
-    parser.add_argument("--profile", choices=("full", "lesson", "quick"),
+    parser.add_argument("--profile", choices=PROFILES,
                         help="recipe size (default: $CAPSLIB_PROFILE, else full)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -52,7 +54,7 @@ def main(argv=None):
                          help="Keras fit verbosity: 1 progress bar (default), 2 a line per epoch")
     p_eval = sub.add_parser("evaluate", help="test metrics of a saved .keras model")
     p_eval.add_argument("model")
-    p_eval.add_argument("--profile", choices=("full", "lesson", "quick"))
+    p_eval.add_argument("--profile", choices=PROFILES)
     p_eval.add_argument("--data-dir")
     p_bench = sub.add_parser("bench", help="images/s against the naive reference")
     p_bench.add_argument("--batch-size", type=int, default=64)
