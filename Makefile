@@ -1,13 +1,13 @@
 # Thin wrapper: every target runs inside $(VENV), created on demand.
 VENV ?= .venv
 PYTHON ?= python3
-EXTRAS ?= notebooks,dev,jax
+EXTRAS ?= notebooks,dev,jax,classroom
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Quick profile keeps tests and notebooks small enough for CI on CPUs.
 TEST_ENV := CAPSLIB_PROFILE=quick
 
-.PHONY: install lab test train bench clean
+.PHONY: install lab test train bench student clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test: $(STAMP)
 	  $(TEST_ENV) $(PY) -m pytest -q --nbval --nbval-current-env \
 	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks; \
 	fi
+
+# Student copies: nbgrader's generate_assignment over notebooks/ -> student/
+# (committed; regenerate after editing a notebook). See TEACHING.md.
+student: $(STAMP)
+	$(PY) scripts/classroom.py student
 
 train: $(STAMP)
 	$(PY) -m capslib train $(ARGS)

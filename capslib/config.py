@@ -1,6 +1,7 @@
 """Training recipes and the one setting that shrinks them: ``CAPSLIB_PROFILE``.
 
-- ``full``: the paper's recipe (default for ``python -m capslib train``).
+- ``full``: the course's full recipe, the paper's settings plus a flip and 50
+  epochs (default for ``python -m capslib train``).
 - ``lesson``: the full data for 3 epochs, 30 to 60 minutes on 2 CPU cores
   (homework: the training notebook run with ``CAPSLIB_PROFILE=lesson``).
 - ``class``: 2 epochs on 10,000 training images, under 10 minutes on 2 CPU

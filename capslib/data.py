@@ -263,6 +263,35 @@ def augment_batch(images, rng, max_shift=2, flip=True):
     return out
 
 
+def shift_images(images, dy, dx):
+    """Move the content of every image down by ``dy`` and right by ``dx`` pixels.
+
+    ``images``: (N, H, W[, C]). Zero fill where nothing moved in, as in
+    ``augment_batch``; shifts as large as the image leave it blank. A new array.
+    """
+    images = np.asarray(images)
+    h, w = images.shape[1:3]
+    out = np.zeros_like(images)
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        images[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def rotate_images(images, degrees):
+    """Rotate every image by ``degrees`` (counter-clockwise) about its centre.
+
+    ``images``: (N, H, W[, C]); bilinear interpolation, zero fill, same shape.
+    """
+    from scipy import ndimage  # lazy: only the transformed test sets need it
+
+    images = np.asarray(images)
+    rotated = ndimage.rotate(images, degrees, axes=(2, 1), reshape=False, order=1,
+                             mode="constant", cval=0.0)
+    return np.clip(rotated, 0.0, 1.0).astype(images.dtype)
+
+
 class CapsuleDataset(keras.utils.PyDataset):
     """Batches shaped for the CapsNet model's named inputs and outputs.
 

@@ -19,11 +19,13 @@ def plot_image_grid(images, titles=None, ncols=10, size=1.2, suptitle=None):
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15),
                              squeeze=False)
     for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            ax.imshow(images[k], cmap="binary", vmin=0, vmax=1)
-            if titles is not None:
-                ax.set_title(titles[k], fontsize=7)
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[k], cmap="binary", vmin=0, vmax=1)
+        ax.set_xticks([]), ax.set_yticks([])  # keep the frame: shifts show against it
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=10 if size >= 1.5 else 8)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
@@ -76,13 +78,13 @@ def plot_reconstructions(images, reconstructions, true_labels, pred_labels,
     """Originals (top row) above their reconstructions (bottom row)."""
     images, reconstructions = _images(images), _images(reconstructions)
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.3, 3.2), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.5, 3.8), squeeze=False)
     for k in range(n):
         axes[0, k].imshow(images[k], cmap="binary", vmin=0, vmax=1)
-        axes[0, k].set_title(f"true:\n{class_names[true_labels[k]]}", fontsize=7)
+        axes[0, k].set_title(f"true:\n{class_names[true_labels[k]]}", fontsize=9)
         axes[1, k].imshow(reconstructions[k], cmap="binary", vmin=0, vmax=1)
         ok = true_labels[k] == pred_labels[k]
-        axes[1, k].set_title(f"pred:\n{class_names[pred_labels[k]]}", fontsize=7,
+        axes[1, k].set_title(f"pred:\n{class_names[pred_labels[k]]}", fontsize=9,
                              color="black" if ok else "red")
     for ax in axes.flat:
         ax.axis("off")
@@ -90,69 +92,88 @@ def plot_reconstructions(images, reconstructions, true_labels, pred_labels,
     return fig
 
 
-def plot_confusion_matrix(cm, class_names=CLASS_NAMES, normalize=True):
-    """Rows: true class, columns: predicted class."""
+def plot_confusion_matrix(cm, class_names=CLASS_NAMES, normalize=True, title=None):
+    """Rows: true class, columns: predicted class; each cell as a share of its row."""
     cm = np.asarray(cm, dtype=float)
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = plt.subplots(figsize=(8, 7))
     im = ax.imshow(shown, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
-    ax.set(xlabel="predicted", ylabel="true")
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(title or ("Confusion matrix: share of each true class (row)" if normalize
+                           else "Confusion matrix: counts"))
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             if cm[i, j]:
                 text = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                ax.text(j, i, text, ha="center", va="center", fontsize=9,
                         color="white" if shown[i, j] > shown.max() / 2 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    if normalize:
+        # Blank and "0.00" differ: no image at all, or a few images (under 0.5%).
+        fig.text(0.01, 0.01, "blank: no image; 0.00: under 0.5% of the row", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046,
+                 label="share of the true class" if normalize else "images")
     fig.tight_layout()
     return fig
 
 
-def plot_pose_tweaks(tweaked, steps, title=None):
+def plot_pose_tweaks(tweaked, steps, title=None, dims=None, size=1.0):
     """A grid of decoded images: one row per pose dimension, one column per step.
 
-    ``tweaked``: (n_dims, n_steps, 28, 28[, 1]); ``steps``: the added values.
+    ``tweaked``: (n_dims, n_steps, 28, 28[, 1]); ``steps``: the added values;
+    ``dims``: which rows to show (all by default). ``size`` (inches per image)
+    keeps each image large enough for a projector.
     """
     tweaked = np.asarray(tweaked)
     if tweaked.ndim == 5:
         tweaked = tweaked[..., 0]
-    n_dims, n_steps = tweaked.shape[:2]
-    fig, axes = plt.subplots(n_dims, n_steps, figsize=(n_steps * 0.75, n_dims * 0.78),
-                             squeeze=False)
-    for d in range(n_dims):
+    dims = list(range(len(tweaked))) if dims is None else list(dims)
+    n_steps = tweaked.shape[1]
+    fig, axes = plt.subplots(len(dims), n_steps, figsize=(n_steps * size + 0.8, len(dims) * size + 0.6),
+                             squeeze=False, layout="constrained")
+    for row, d in enumerate(dims):
         for s in range(n_steps):
-            ax = axes[d, s]
+            ax = axes[row, s]
             ax.imshow(tweaked[d, s], cmap="binary", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if s == 0:
-                ax.set_ylabel(f"dim {d}", rotation=0, ha="right", va="center", fontsize=7)
-            if d == n_dims - 1:
-                ax.set_xlabel(f"{steps[s]:+.2f}", fontsize=7)
+                ax.set_ylabel(f"dim {d}", rotation=0, ha="right", va="center", fontsize=10)
+            if row == len(dims) - 1:
+                ax.set_xlabel(f"{steps[s]:+.2f}", fontsize=10)
+    fig.supxlabel("value added to the dimension", fontsize=10)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=12)
     return fig
 
 
-def plot_couplings(c, class_names=CLASS_NAMES, grid=(6, 6), n_maps=32, title=None):
+def plot_couplings(c, class_names=CLASS_NAMES, grid=(6, 6), n_maps=32, title=None,
+                   image=None):
     """Coupling coefficients of one image, as a 6x6 map per class.
 
     ``c``: (1152, n_classes). Each primary position holds ``n_maps`` capsules;
-    the map shows their mean coefficient towards each class.
+    the map shows their mean coefficient towards each class, coloured by its
+    difference from the uniform 1 / n_classes (white), so that small
+    departures stay visible. ``image`` (28x28) is drawn first, if given.
     """
     c = np.asarray(c).reshape(grid[0], grid[1], n_maps, -1).mean(axis=2)
     n_classes = c.shape[-1]
-    fig, axes = plt.subplots(1, n_classes, figsize=(n_classes * 1.25, 1.9))
-    vmin, vmax = c.min(), c.max()
-    for k, ax in enumerate(axes):
-        im = ax.imshow(c[..., k], cmap="viridis", vmin=vmin, vmax=vmax)
-        ax.set_title(class_names[k], fontsize=7)
+    uniform = 1.0 / n_classes
+    spread = max(float(np.abs(c - uniform).max()), 1e-6)
+    n_panels = n_classes + (image is not None)
+    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * 1.5, 2.4))
+    if image is not None:
+        axes[0].imshow(_images(np.asarray(image)[None])[0], cmap="binary", vmin=0, vmax=1)
+        axes[0].set_title("input", fontsize=9)
+        axes[0].axis("off")
+    for k, ax in enumerate(axes[n_panels - n_classes:]):
+        im = ax.imshow(c[..., k], cmap="RdBu_r", vmin=uniform - spread, vmax=uniform + spread)
+        ax.set_title(class_names[k], fontsize=9)
         ax.axis("off")
-    fig.colorbar(im, ax=axes.tolist(), fraction=0.02)
+    fig.colorbar(im, ax=axes.tolist(), fraction=0.02,
+                 label=f"mean coupling (white = {uniform:.2f})")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

@@ -457,3 +457,31 @@ def test_keras_fit_sees_every_batch_once_per_reshuffled_epoch():
     assert len(history.history["loss"]) == 3
     trained = sorted(s for s in ds.served if s[0] > 0)
     assert trained == [(e, i) for e in (1, 2, 3) for i in range(3)]
+
+
+def test_shift_images_moves_content_and_fills_zeros():
+    from capslib.data import shift_images
+    images = np.arange(1, 13, dtype=np.float32).reshape(1, 3, 4, 1)
+    moved = shift_images(images, -1, 2)
+    assert moved.shape == images.shape and moved.dtype == images.dtype
+    np.testing.assert_array_equal(moved[0, ..., 0], [[0, 0, 5, 6], [0, 0, 9, 10], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(shift_images(images, 0, 0), images)
+    assert not shift_images(images, 3, 0).any()  # as tall as the image: nothing left
+    # The same as augment_batch's shift for every offset it can draw.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 1, size=(40, 7, 7, 1)).astype(np.float32)
+    aug = data.augment_batch(x, np.random.default_rng(1), max_shift=2, flip=False)
+    for a, img in zip(aug, x):
+        assert any(np.array_equal(shift_images(img[None], dy, dx)[0], a)
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_rotate_images_keeps_shape_range_and_turns_the_content():
+    from capslib.data import rotate_images
+    images = np.zeros((1, 9, 9, 1), np.float32)
+    images[0, 4, 6] = 1.0  # right of the centre
+    turned = rotate_images(images, 90)  # counter-clockwise: to above the centre
+    assert turned.shape == images.shape and turned.dtype == np.float32
+    assert np.unravel_index(turned[0, ..., 0].argmax(), (9, 9)) == (2, 4)
+    assert 0.0 <= turned.min() and turned.max() <= 1.0
+    np.testing.assert_allclose(rotate_images(images, 0), images)

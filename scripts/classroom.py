@@ -1,0 +1,176 @@
+"""Teacher's tools for the classroom edition (nbgrader underneath).
+
+    python scripts/classroom.py student          # notebooks/ -> student/ (what `make student` runs)
+    python scripts/classroom.py check            # student/ is what notebooks/ generates, byte for byte
+    python scripts/classroom.py solve NB OUT     # a student copy with the reference answers filled in
+    python scripts/classroom.py time             # run each solved student copy, print seconds
+
+The course root is ``classroom/`` (its ``nbgrader_config.py``); each notebook
+is one nbgrader assignment named after it (``02_primary_capsules``, ...).
+"""
+import argparse
+import copy
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+STUDENT = ROOT / "student"
+COURSE = ROOT / "classroom"
+SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+def assignments(notebooks=NOTEBOOKS):
+    """Assignment ids: one per notebook, in course order."""
+    return [p.stem for p in sorted(Path(notebooks).glob("[0-9][0-9]_*.ipynb"))]
+
+
+def nbgrader(*args, course_root=COURSE):
+    """Run an nbgrader command in the course root; raise with its log if it fails."""
+    bin_dir = Path(sys.executable).parent
+    # nbgrader runs `alembic` from PATH: put this environment's scripts first.
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(bin_dir / "nbgrader") if (bin_dir / "nbgrader").exists() else "nbgrader", *args]
+    done = subprocess.run(cmd, cwd=course_root, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done
+
+
+def generate_student_copies(out=STUDENT, course_root=COURSE, notebooks=NOTEBOOKS):
+    """Stage notebooks/ as nbgrader sources, generate the assignments, copy them to ``out``."""
+    course_root, out = Path(course_root), Path(out)
+    if course_root.resolve() != COURSE.resolve():
+        course_root.mkdir(parents=True, exist_ok=True)
+        shutil.copy(COURSE / "nbgrader_config.py", course_root / "nbgrader_config.py")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in assignments(notebooks):
+        source = course_root / "source" / name
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+        shutil.copy(Path(notebooks) / f"{name}.ipynb", source / f"{name}.ipynb")
+        nbgrader("generate_assignment", name, "--force", "--log-level=WARN",
+                 course_root=course_root)
+        released = read(course_root / "release" / name / f"{name}.ipynb")
+        for cell in released["cells"]:
+            cell.get("metadata", {}).pop("execution", None)  # the teacher's run timestamps
+        write(released, out / f"{name}.ipynb")
+        written.append(out / f"{name}.ipynb")
+    return written
+
+
+def strip_solution_markers(source):
+    """The teacher's solution region as a student would write it: markers removed."""
+    lines = source.splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() not in SOLUTION_MARKERS]
+    return "".join(kept).rstrip("\n")
+
+
+def _grade_id(cell):
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def solve(student_nb, teacher_nb, answers=None):
+    """A copy of a student notebook with every solution cell filled in.
+
+    ``answers`` maps grade ids to source that replaces the reference answer
+    (to build submissions with mistakes); all other solution cells get the
+    teacher's answer.
+    """
+    solved = copy.deepcopy(student_nb)
+    reference = {_grade_id(c): c for c in teacher_nb["cells"] if _grade_id(c)}
+    for cell in solved["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("solution"):
+            continue
+        gid = meta["grade_id"]
+        if answers and gid in answers:
+            cell["source"] = answers[gid]
+        else:
+            cell["source"] = strip_solution_markers("".join(reference[gid]["source"]))
+    return solved
+
+
+def read(path):
+    return json.loads(Path(path).read_text())
+
+
+def write(nb, path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def check(student=STUDENT):
+    """Regenerate into a temporary folder and compare with ``student`` byte for byte."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate_student_copies(Path(tmp) / "student", Path(tmp) / "course")
+        names = sorted(p.name for p in fresh)
+        committed = sorted(p.name for p in Path(student).glob("*.ipynb"))
+        differ = [n for n in names if not (Path(student) / n).exists()
+                  or not filecmp.cmp(Path(tmp) / "student" / n, Path(student) / n, shallow=False)]
+        extra = sorted(set(committed) - set(names))
+    return differ, extra
+
+
+def time_solved(names=None, timeout=900):
+    """Run each solved student copy top to bottom in a fresh folder; seconds per notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "student"  # ../runs then stays inside tmp
+        folder.mkdir()
+        for name in names or assignments():
+            nb = solve(read(STUDENT / f"{name}.ipynb"), read(NOTEBOOKS / f"{name}.ipynb"))
+            client = NotebookClient(nbformat.from_dict(nb), timeout=timeout, kernel_name="python3",
+                                    resources={"metadata": {"path": str(folder)}})
+            start = time.perf_counter()
+            client.execute()
+            times[name] = time.perf_counter() - start
+            print(f"{name:28} {times[name]:6.1f} s", flush=True)
+    return times
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("student", help="generate the student copies (make student)")
+    p.add_argument("--out", type=Path, default=STUDENT)
+    p.add_argument("--course-root", type=Path, default=COURSE)
+    sub.add_parser("check", help="is student/ up to date with notebooks/?")
+    p = sub.add_parser("solve", help="fill a student copy with the reference answers")
+    p.add_argument("notebook", help="assignment id, e.g. 02_primary_capsules")
+    p.add_argument("out", type=Path)
+    p = sub.add_parser("time", help="time each solved student copy")
+    p.add_argument("names", nargs="*")
+    args = parser.parse_args(argv)
+
+    if args.command == "student":
+        for path in generate_student_copies(args.out, args.course_root):
+            print("wrote", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    elif args.command == "check":
+        differ, extra = check()
+        if differ or extra:
+            print("student/ is out of date; run `make student`. Differ:", differ, "Extra:", extra)
+            return 1
+        print(f"student/ matches notebooks/ ({len(assignments())} notebooks)")
+    elif args.command == "solve":
+        write(solve(read(STUDENT / f"{args.notebook}.ipynb"),
+                    read(NOTEBOOKS / f"{args.notebook}.ipynb")), args.out)
+    elif args.command == "time":
+        times = time_solved(args.names or None)
+        print(f"{'slowest':28} {max(times.values()):6.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

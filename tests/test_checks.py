@@ -1,0 +1,479 @@
+"""capslib.checks: right answers pass, every named mistake is named, stubs stop."""
+import math
+
+import numpy as np
+import pytest
+from keras import ops
+
+from capslib import checks
+
+
+# -- Right answers, as a student would write them ------------------------------
+
+def shift_image(image, dy, dx):
+    h, w = image.shape[:2]
+    pad = max(abs(dy), abs(dx))
+    padded = np.pad(image, [(pad, pad), (pad, pad)] + [(0, 0)] * (image.ndim - 2))
+    return padded[pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+
+
+def stratified_split(labels, val_per_class, seed, replace=False, rng=None):
+    rng = np.random.default_rng(seed) if rng is None else rng
+    val = np.concatenate([rng.choice(np.flatnonzero(labels == k), val_per_class,
+                                     replace=replace) for k in np.unique(labels)])
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def squash(s, axis=-1, epsilon=1e-7):
+    squared = ops.sum(ops.square(s), axis=axis, keepdims=True)
+    return squared / (1 + squared) * s / ops.sqrt(squared + epsilon)
+
+
+def count_primary_capsules(height, width):
+    h, w = height - 8, width - 8
+    return ((h - 9) // 2 + 1) * ((w - 9) // 2 + 1) * 32
+
+
+def prediction_vectors(W, u):
+    return ops.einsum("ijkd,bid->bijk", W, u)
+
+
+def routing(u_hat, iterations=3, axis=2, accumulate=True, squash_s=True, return_s=False,
+            extra_update=False, rounds=None, couple=None):
+    couple = couple or (lambda b: ops.softmax(b, axis=axis))
+    b = ops.zeros_like(u_hat[..., 0])
+    rounds = iterations if rounds is None else rounds(iterations)
+    for r in range(rounds):
+        c = couple(b)
+        s = ops.einsum("bij,bijk->bjk", c, u_hat)
+        v = squash(s) if squash_s else s
+        if r < rounds - 1 or extra_update:
+            agreement = ops.einsum("bijk,bjk->bij", u_hat, v)
+            b = b + agreement if accumulate else agreement
+    if extra_update:
+        c = couple(b)
+    return (s if return_s else v), c
+
+
+def margin_loss(targets, lengths, m_plus=0.9, m_minus=0.1, lambda_=0.5,
+                lambda_present=False, reduce=ops.sum, square=ops.square, clip=ops.relu):
+    present = targets * square(clip(m_plus - lengths))
+    absent = lambda_ * (1 - targets) * square(clip(lengths - m_minus))
+    if lambda_present:
+        present, absent = lambda_ * present, absent / lambda_
+    return reduce(present + absent, axis=-1)
+
+
+def capsule_lengths(poses):
+    return ops.sqrt(ops.sum(ops.square(poses), axis=-1) + 1e-7)
+
+
+def mask_poses(poses, labels):
+    n_caps, dims = poses.shape[1], poses.shape[2]
+    mask = ops.one_hot(labels, n_caps)
+    return ops.reshape(poses * mask[:, :, None], (-1, n_caps * dims))
+
+
+def reconstruction_loss(images, reconstructions):
+    diff = ops.reshape(images - reconstructions, (images.shape[0], -1))
+    return ops.sum(ops.square(diff), axis=-1)
+
+
+def best_epoch(history):
+    return int(np.argmin(history["val_loss"])) + 1
+
+
+def two_proportion_z_test(acc_1, n_1, acc_2, n_2, variance=None, tail=None, sqrt=math.sqrt):
+    p = (acc_1 * n_1 + acc_2 * n_2) / (n_1 + n_2)
+    var = p * (1 - p) * (1 / n_1 + 1 / n_2) if variance is None else variance(
+        acc_1, n_1, acc_2, n_2, p)
+    z = (acc_1 - acc_2) / sqrt(var)
+    p_value = math.erfc(abs(z) / math.sqrt(2)) if tail is None else tail(z)
+    return z, p_value
+
+
+def tweak_pose(poses, label, dim, steps):
+    out = np.repeat(poses[None], len(steps), axis=0)
+    out[:, label, dim] += np.asarray(steps, dtype=poses.dtype)
+    return out
+
+
+def confusion_matrix(y_true, y_pred, n_classes=10):
+    cm = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+CORRECT = {  # check -> (right answer, number of ✓ lines)
+    "shift_image": (shift_image, 6),
+    "stratified_split": (stratified_split, 4),
+    "squash": (squash, 6),
+    "count_primary_capsules": (count_primary_capsules, 4),
+    "prediction_vectors": (prediction_vectors, 3),
+    "routing": (routing, 5),
+    "margin_loss": (margin_loss, 7),
+    "capsule_lengths": (capsule_lengths, 4),
+    "mask_poses": (mask_poses, 2),
+    "reconstruction_loss": (reconstruction_loss, 3),
+    "best_epoch": (best_epoch, 3),
+    "two_proportion_z_test": (two_proportion_z_test, 4),
+    "tweak_pose": (tweak_pose, 2),
+    "confusion_matrix": (confusion_matrix, 2),
+}
+
+
+def check(name):
+    return getattr(checks, f"check_{name}")
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_right_answer_passes(name, capsys):
+    fn, n = CORRECT[name]
+    assert check(name)(fn) is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == n + 1
+    assert all(line.startswith("✓ ") for line in lines[:-1])
+    assert lines[-1] == f"All {n} checks passed."
+
+
+@pytest.mark.parametrize("name", ["shift_image", "stratified_split", "routing",
+                                  "two_proportion_z_test"])
+def test_printed_lines_do_not_depend_on_the_seed(name, capsys):
+    fn, _ = CORRECT[name]
+    check(name)(fn, seed=0)
+    first = capsys.readouterr().out
+    check(name)(fn, seed=1)
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_stub_raises_not_implemented(name):
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        check(name)(stub)
+
+
+def test_student_errors_propagate_with_a_note():
+    def broken(s, axis=-1, epsilon=1e-7):
+        raise ValueError("my bug")
+
+    with pytest.raises(ValueError, match="my bug") as info:
+        checks.check_squash(broken)
+    assert any("raised by your squash" in note for note in info.value.__notes__)
+
+
+# -- Mistakes: each must be named --------------------------------------------
+
+def _in_place_shift(image, dy, dx):
+    image[...] = shift_image(image.copy(), dy, dx)
+    return image
+
+
+def _swapped_args(fn):
+    return lambda image, dy, dx: fn(image, dx, dy)
+
+
+def _unseeded_split(labels, val_per_class, seed):
+    return stratified_split(labels, val_per_class, None)
+
+
+def _masks_split(labels, val_per_class, seed):
+    train, val = stratified_split(labels, val_per_class, seed)
+    return np.isin(np.arange(len(labels)), train), np.isin(np.arange(len(labels)), val)
+
+
+def _squash_no_epsilon(s, axis=-1, epsilon=1e-7):
+    squared = ops.sum(ops.square(s), axis=axis, keepdims=True)
+    return squared / (1 + squared) * s / ops.sqrt(squared)
+
+
+def _squash_epsilon_outside(s, axis=-1, epsilon=1e-7):
+    squared = ops.sum(ops.square(s), axis=axis, keepdims=True)
+    return squared / (1 + squared) * s / (ops.sqrt(squared) + epsilon)
+
+
+def _squash_where(s, axis=-1, epsilon=1e-7):
+    squared = ops.sum(ops.square(s), axis=axis, keepdims=True)
+    v = squared / (1 + squared) * s / ops.sqrt(squared)
+    return ops.where(squared > 0, v, ops.zeros_like(s))
+
+
+def _squash_no_square(s, axis=-1, epsilon=1e-7):
+    norm = ops.sqrt(ops.sum(ops.square(s), axis=axis, keepdims=True) + epsilon)
+    return norm / (1 + norm) * s / norm
+
+
+def _squash_numpy(s, axis=-1, epsilon=1e-7):
+    squared = np.sum(np.square(s), axis=axis, keepdims=True)
+    return squared / (1 + squared) * s / np.sqrt(squared + epsilon)
+
+
+def _count(conv1=True, stride=2, maps=32, padding="valid", divide=lambda a, b: a // b):
+    def size(n, k, s):
+        return divide(n - k, s) + 1 if padding == "valid" else -(-n // s)
+
+    def fn(height, width):
+        h, w = (size(height, 9, 1), size(width, 9, 1)) if conv1 else (height, width)
+        return size(h, 9, stride) * size(w, 9, stride) * maps
+    return fn
+
+
+def _routing(**switches):
+    return lambda u_hat, iterations=3: routing(u_hat, iterations, **switches)
+
+
+def _margin(**switches):
+    return lambda t, x, m_plus=0.9, m_minus=0.1, lambda_=0.5: margin_loss(
+        t, x, m_plus, m_minus, lambda_, **switches)
+
+
+def _identity(x):
+    return x
+
+
+def _mask_variant(mask_of, order="capsules"):
+    def fn(poses, labels):
+        batch, n_caps, dims = poses.shape
+        masked = poses * mask_of(labels, n_caps, dims)
+        if order == "dims":
+            masked = ops.transpose(masked, (0, 2, 1))
+        return ops.reshape(masked, (batch, n_caps * dims)) if order else masked
+    return fn
+
+
+def _best(key="val_loss", pick=np.argmin, offset=1):
+    return lambda history: int(pick(history[key])) + offset
+
+
+def _z(**switches):
+    return lambda a1, n1, a2, n2: two_proportion_z_test(a1, n1, a2, n2, **switches)
+
+
+def _nan_sqrt(x):
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(x)
+
+
+def _tweak(kind):
+    def fn(poses, label, dim, steps):
+        copies = []
+        current = poses.copy()
+        for step in steps:
+            out = poses.copy()
+            if kind == "every capsule":
+                out[:, dim] += step
+            elif kind == "swapped":
+                out[dim, label] += step
+            elif kind == "set":
+                out[label, dim] = step
+            elif kind == "in place":
+                poses[label, dim] += step
+                out = poses.copy()
+            elif kind == "accumulate":
+                current[label, dim] += step
+                out = current.copy()
+            elif kind == "same array":
+                current[label, dim] = poses[label, dim] + step
+                out = current
+            copies.append(out)
+        return np.stack(copies) if kind != "flat" else np.concatenate(copies)
+    return fn
+
+
+def _confusion_from_present(y_true, y_pred, n_classes=10):
+    present = np.unique(np.concatenate([y_true, y_pred]))
+    cm = np.zeros((len(present), len(present)), dtype=int)
+    np.add.at(cm, (np.searchsorted(present, y_true), np.searchsorted(present, y_pred)), 1)
+    return cm
+
+
+MISTAKES = [  # (check, wrong answer, phrase its message must contain)
+    ("shift_image", lambda im, dy, dx: np.roll(im, (dy, dx), axis=(0, 1)), "np.roll"),
+    ("shift_image", _swapped_args(shift_image), "swaps dy and dx"),
+    ("shift_image", lambda im, dy, dx: shift_image(im, -dy, -dx), "direction reversed"),
+    ("shift_image", _in_place_shift, "modifies the input image in place"),
+    ("shift_image", lambda im, dy, dx: shift_image(im, dy, dx).astype(np.float64),
+     "keep the image's dtype"),
+    ("shift_image", lambda im, dy, dx: np.pad(im, 1), "it must keep the image's shape"),
+    ("shift_image", lambda im, dy, dx: im if dy == dx == 0 else shift_image(im, dy, dx),
+     "returned the input image itself"),
+
+    ("stratified_split", lambda y, k, seed: (np.arange(len(y)), stratified_split(y, k, seed)[1]),
+     "train and val overlap"),
+    ("stratified_split", lambda y, k, seed: (
+        stratified_split(y, k, seed)[0],
+        np.concatenate([np.repeat(np.flatnonzero(y == c)[:1], k) for c in np.unique(y)])),
+     "an index appears twice"),
+    ("stratified_split", lambda y, k, seed: (
+        stratified_split(y, k, seed)[0][:-1], stratified_split(y, k, seed)[1]),
+     "in neither set"),
+    ("stratified_split", lambda y, k, seed: (
+        np.argsort(y, kind="stable")[k * len(np.unique(y)):],
+        np.argsort(y, kind="stable")[:k * len(np.unique(y))]),
+     "validation is not stratified: class 0 has 4"),
+    ("stratified_split", lambda y, k, seed: (
+        np.arange(k, len(y)), np.arange(k)), "wrong size"),
+    ("stratified_split", _masks_split, "boolean masks instead of indices"),
+    ("stratified_split", _unseeded_split, "not reproducible"),
+    ("stratified_split", lambda y, k, seed: stratified_split(y, k, 0), "ignores its seed"),
+
+    ("squash", _squash_no_epsilon, "returns NaN for the zero vector"),
+    ("squash", _squash_epsilon_outside, "put epsilon inside the square root"),
+    ("squash", _squash_where, "NaN or inf gradient"),
+    ("squash", lambda s, axis=-1, epsilon=1e-7: squash(s, axis), "ignores the `epsilon`"),
+    ("squash", lambda s, axis=-1, epsilon=1e-7: squash(s), "norm over the wrong axis"),
+    ("squash", lambda s, axis=-1, epsilon=1e-7: squash(s, axis=None),
+     "norm over the wrong axis"),
+    ("squash", _squash_no_square, "misses the squares"),
+    ("squash", lambda s, axis=-1, epsilon=1e-7: ops.sum(ops.square(s), axis, True) / (
+        1 + ops.sum(ops.square(s), axis, True)) * s, "does not normalise the direction"),
+    ("squash", lambda s, axis=-1, epsilon=1e-7: ops.sum(squash(s, axis), axis=axis),
+     "it must keep the input's shape"),
+    ("squash", lambda s, axis=-1, epsilon=1e-7: np.asarray(squash(s, axis), np.float64),
+     "keep the input's dtype float32"),
+    ("squash", _squash_numpy, "write it with keras.ops"),
+
+    ("count_primary_capsules", _count(stride=1), "forgets the stride 2"),
+    ("count_primary_capsules", _count(conv1=False), "forgets conv1"),
+    ("count_primary_capsules", _count(maps=1), "counts positions only"),
+    ("count_primary_capsules", _count(maps=256), "counts 256 channels"),
+    ("count_primary_capsules", _count(padding="same"), "uses 'same' padding"),
+    ("count_primary_capsules", lambda h, w: float(count_primary_capsules(h, w)),
+     "returns a float"),
+    ("count_primary_capsules", _count(divide=lambda a, b: a / b), "true division"),
+
+    ("prediction_vectors", lambda W, u: ops.einsum("ijdk,bid->bijk", W, u), "W transposed"),
+    ("prediction_vectors", lambda W, u: ops.einsum("ijkd,bid->bjik", W, u),
+     "output axes in the wrong order"),
+    ("prediction_vectors", lambda W, u: ops.einsum("ijkd,bid->bjk", W, u),
+     "sums over the children"),
+    ("prediction_vectors", lambda W, u: ops.einsum("jkd,bid->bijk", W[0], u),
+     "same W for every child"),
+    ("prediction_vectors", lambda W, u: ops.einsum("ijkd,bid->bij", W, u),
+     "expected (batch, n_in, n_caps, dims)"),
+
+    ("routing", _routing(axis=1), "softmax over the children"),
+    ("routing", _routing(accumulate=False), "does not accumulate the logits"),
+    ("routing", _routing(squash_s=False), "never squashes s"),
+    ("routing", _routing(return_s=True), "returns s (the weighted sum) instead of v"),
+    ("routing", _routing(extra_update=True), "returns c from one round too many"),
+    ("routing", _routing(rounds=lambda it: it + 1), "runs one round too many"),
+    ("routing", _routing(rounds=lambda it: max(it - 1, 1)), "runs one round too few"),
+    ("routing", _routing(couple=ops.sigmoid), "do not sum to 1 over the parents"),
+    ("routing", lambda u_hat, iterations=3: routing(u_hat, iterations)[::-1],
+     "expected v of shape (batch, n_out, d)"),
+    ("routing", lambda u_hat, iterations=1: routing(u_hat, iterations),
+     "the default must be iterations=3"),
+
+    ("margin_loss", _margin(lambda_present=True), "applies lambda_ to the present class"),
+    ("margin_loss", lambda t, x, m_plus=0.9, m_minus=0.1, lambda_=0.5: lambda_ * margin_loss(
+        t, x, m_plus, m_minus, 1.0), "applies lambda_ to both terms"),
+    ("margin_loss", _margin(reduce=ops.mean), "averages over the classes"),
+    ("margin_loss", lambda t, x, m_plus=0.9, m_minus=0.1, lambda_=0.5: ops.mean(margin_loss(
+        t, x, m_plus, m_minus, lambda_)), "returns the batch mean"),
+    ("margin_loss", _margin(square=_identity), "forgets the square"),
+    ("margin_loss", _margin(clip=_identity), "forgets max(0,"),
+    ("margin_loss", _margin(clip=_identity, square=_identity), "negative loss"),
+    ("margin_loss", lambda t, x, m_plus=0.9, m_minus=0.1, lambda_=0.5: margin_loss(
+        t, x, m_minus, m_plus, lambda_), "swaps m_plus and m_minus"),
+    ("margin_loss", lambda t, x, m_plus=0.9, m_minus=0.1, lambda_=0.5: margin_loss(
+        1 - t, x, m_plus, m_minus, lambda_), "inverts the targets"),
+    ("margin_loss", lambda t, x, m_plus=0.9, m_minus=0.1, lambda_=0.5: margin_loss(t, x),
+     "ignores m_plus, m_minus or lambda_"),
+
+    ("capsule_lengths", lambda p: ops.sqrt(ops.sum(ops.square(p), axis=1) + 1e-7),
+     "norm over the wrong axis"),
+    ("capsule_lengths", lambda p: ops.sum(ops.square(p), axis=-1), "squared length"),
+    ("capsule_lengths", lambda p: ops.softmax(capsule_lengths(p), axis=-1),
+     "applies a softmax to the lengths"),
+    ("capsule_lengths", lambda p: ops.sqrt(ops.sum(ops.square(p), axis=-1)),
+     "NaN gradient at a zero capsule"),
+    ("capsule_lengths", lambda p: ops.norm(p, axis=-1), "NaN gradient at a zero capsule"),
+    ("capsule_lengths", lambda p: ops.expand_dims(capsule_lengths(p), -1),
+     "expected (batch, n_caps)"),
+    ("capsule_lengths", lambda p: np.sqrt(np.sum(np.square(p), axis=-1) + 1e-7),
+     "write it with keras.ops"),
+
+    ("mask_poses", _mask_variant(lambda y, n, d: ops.one_hot(y, n)[:, :, None], order=None),
+     "does not flatten"),
+    ("mask_poses", _mask_variant(lambda y, n, d: 1 - ops.one_hot(y, n)[:, :, None]),
+     "inverts the mask"),
+    ("mask_poses", _mask_variant(lambda y, n, d: ops.one_hot(y, n)[:, :, None], order="dims"),
+     "flattens in the wrong order"),
+    ("mask_poses", _mask_variant(lambda y, n, d: ops.one_hot(y, d)[:, None, :]),
+     "keeps pose dimension `label` of every capsule"),
+    ("mask_poses", lambda p, y: ops.reshape(mask_poses(p, y), (-1,)),
+     "expected (batch, n_caps * dims)"),
+
+    ("reconstruction_loss", lambda a, b: reconstruction_loss(a, b) / np.prod(a.shape[1:]),
+     "averages over the pixels"),
+    ("reconstruction_loss", lambda a, b: ops.mean(reconstruction_loss(a, b)),
+     "returns the batch mean"),
+    ("reconstruction_loss", lambda a, b: ops.sum(ops.abs(ops.reshape(a - b, (a.shape[0], -1))),
+                                                 axis=-1), "forgets the square"),
+    ("reconstruction_loss", lambda a, b: ops.sqrt(reconstruction_loss(a, b)),
+     "square root of the sum"),
+    ("reconstruction_loss", lambda a, b: ops.sum(ops.square(a - b)),
+     "sums over the whole batch"),
+
+    ("best_epoch", _best(offset=0), "0-based"),
+    ("best_epoch", _best(pick=np.argmax), "highest validation loss"),
+    ("best_epoch", _best("val_lengths_accuracy", np.argmax),
+     "chose the epoch with the best validation accuracy; the course selects on "
+     "validation loss"),
+    ("best_epoch", _best("loss"), "selects on the training loss"),
+    ("best_epoch", _best("val_lengths_loss"), "selects on 'val_lengths_loss'"),
+    ("best_epoch", lambda h: min(h["val_loss"]), "loss value instead of the epoch"),
+    ("best_epoch", lambda h: len(h["val_loss"]), "always returns the last epoch"),
+    ("best_epoch", lambda h: len(h["val_loss"]) - int(np.argmin(h["val_loss"][::-1])),
+     "last of tied epochs"),
+    ("best_epoch", lambda h: float(best_epoch(h)), "returns a float"),
+
+    ("two_proportion_z_test", _z(tail=lambda z: math.erfc(abs(z) / math.sqrt(2)) / 2),
+     "one-sided p-value"),
+    ("two_proportion_z_test", _z(variance=lambda a1, n1, a2, n2, p: a1 * (1 - a1) / n1
+                                 + a2 * (1 - a2) / n2), "unpooled standard error"),
+    ("two_proportion_z_test", lambda a1, n1, a2, n2: two_proportion_z_test(
+        a1 / 100, n1, a2 / 100, n2), "percentages"),
+    ("two_proportion_z_test", lambda a1, n1, a2, n2: two_proportion_z_test(
+        a1 * 100, n1, a2 * 100, n2, sqrt=_nan_sqrt), "percentages"),
+    ("two_proportion_z_test", _z(sqrt=_identity), "forgets the square root"),
+    ("two_proportion_z_test", _z(variance=lambda a1, n1, a2, n2, p: p * (1 - p) / n1),
+     "variance of one sample only"),
+    ("two_proportion_z_test", _z(tail=lambda z: 1 - math.erfc(abs(z) / math.sqrt(2))),
+     "wrong tail"),
+    ("two_proportion_z_test", _z(tail=lambda z: math.erfc(z / math.sqrt(2))), "wrong tail"),
+    ("two_proportion_z_test", lambda a1, n1, a2, n2: tuple(
+        abs(x) for x in two_proportion_z_test(a1, n1, a2, n2)), "returns |z|"),
+
+    ("tweak_pose", _tweak("every capsule"), "every capsule"),
+    ("tweak_pose", _tweak("swapped"), "swaps label and dim"),
+    ("tweak_pose", _tweak("set"), "instead of adding"),
+    ("tweak_pose", _tweak("in place"), "modifies the input poses in place"),
+    ("tweak_pose", _tweak("accumulate"), "lets the steps accumulate"),
+    ("tweak_pose", _tweak("same array"), "same array for every step"),
+    ("tweak_pose", _tweak("flat"), "expected (len(steps), n_caps, dims)"),
+
+    ("confusion_matrix", lambda t, p, n_classes=10: confusion_matrix(p, t, n_classes),
+     "is transposed"),
+    ("confusion_matrix", _confusion_from_present, "classes are missing"),
+    ("confusion_matrix", lambda t, p, n_classes=10: confusion_matrix(t, p, n_classes) / np.maximum(
+        confusion_matrix(t, p, n_classes).sum(axis=1, keepdims=True), 1),
+     "normalises the rows to shares"),
+    ("confusion_matrix", lambda t, p, n_classes=10: np.diag(np.bincount(
+        t[t == p], minlength=n_classes)), "counts only the diagonal"),
+    ("confusion_matrix", lambda t, p, n_classes=10: confusion_matrix(t, p, n_classes) * 1.0,
+     "count with integers"),
+]
+
+
+@pytest.mark.parametrize(
+    "name, wrong, phrase", MISTAKES,
+    ids=[f"{name}-{phrase[:40]}" for name, _, phrase in MISTAKES])
+def test_mistake_is_named(name, wrong, phrase, capsys):
+    with pytest.raises(AssertionError) as info:
+        check(name)(wrong)
+    assert phrase in str(info.value)
+    assert "All" not in capsys.readouterr().out
