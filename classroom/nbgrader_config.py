@@ -24,4 +24,4 @@ c.Execute.allow_errors = True
 # `nbgrader zip_collect <notebook>` collects the files (loose or zipped) put in
 # downloaded/<notebook>/archive/, named <student id>_<notebook>.ipynb, for example
 # alice_02_primary_capsules.ipynb. Adapt the pattern to your LMS's file names.
-c.FileNameCollector.named_regexp = r".*/(?P<student_id>[A-Za-z0-9.-]+)_(?P<file_id>\d\d_\w+)\.ipynb$"
+c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[A-Za-z0-9.-]+)_(?P<file_id>\d\d_\w+)\.ipynb$"

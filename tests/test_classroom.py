@@ -210,7 +210,7 @@ def test_untouched_copy_gets_zero_and_stops_at_its_first_exercise(graded, course
 @pytest.mark.heavy
 def test_mistakes_get_partial_marks_and_feedback_names_them(graded, course):
     lost = {}
-    for gid in [*MISTAKES, TAMPERED_TEST[1].removesuffix("_check")]:
+    for gid in {*MISTAKES, TAMPERED_TEST[1].removesuffix("_check")}:
         name = next(n for n in ASSIGNMENTS if f"{gid}_check" in points(n))
         lost[name] = lost.get(name, 0) + points(name)[f"{gid}_check"]
     for name in ASSIGNMENTS:
