@@ -4,6 +4,7 @@ One module per idea: ``data`` (Fashion-MNIST, split, augmentation), ``ops``
 (squash, safe_norm), ``routing`` (routing by agreement), ``layers`` (capsule
 layers), ``losses`` (margin and reconstruction), ``model`` (the CapsNet),
 ``config`` (recipes and ``CAPSLIB_PROFILE``), ``train`` (the main job),
+``runs`` (the run folder: lock, atomic writes, state),
 ``viz`` (figures), ``bench`` (throughput), ``scale`` (devices, precision).
 """
 from capslib import config, data, layers, losses, model, ops, routing, viz

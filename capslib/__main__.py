@@ -1,5 +1,12 @@
-"""Command line: ``python -m capslib {train,evaluate,bench} --help``."""
+"""Command line: ``python -m capslib {train,evaluate,bench} --help``.
+
+A user's mistake (a flag out of range, a run folder in use or damaged, a
+model file that is not a CapsNet, a full disk) prints one line and no
+traceback; exit code 2 for usage errors, 1 for the others, 130 for Ctrl-C.
+``--debug`` (or ``CAPSLIB_DEBUG=1``) shows the traceback.
+"""
 import argparse
+import errno
 import json
 import os
 import sys
@@ -22,6 +29,7 @@ def _train_args(parser):
     parser.add_argument("--val-size", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--train-limit", type=int, help="use only N training images")
+    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
     parser.add_argument("--mixed-precision", action="store_true", default=None,
                         help="bfloat16 compute (routing and losses stay float32)")
     parser.add_argument("--distribute", action="store_true", default=None,
@@ -39,24 +47,32 @@ def _config(args):
         learning_rate=args.learning_rate, lr_decay=args.lr_decay,
         routing_iterations=args.routing_iterations, augment=args.augment,
         val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
+        test_limit=args.test_limit,
         mixed_precision=args.mixed_precision, distribute=args.distribute,
         time_budget_s=args.time_budget)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m capslib", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also: CAPSLIB_DEBUG=1)")
+    parser = argparse.ArgumentParser(prog="python -m capslib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train, select on validation, test once")
+    p_train = sub.add_parser("train", help="train, select on validation, test once",
+                             parents=[common])
     _train_args(p_train)
     p_train.add_argument("--run-dir", default=None,
                          help="folder of the run (default runs/capsnet; resumes if present)")
     p_train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                          help="Keras fit verbosity: 1 progress bar (default), 2 a line per epoch")
-    p_eval = sub.add_parser("evaluate", help="test metrics of a saved .keras model")
+    p_eval = sub.add_parser("evaluate", help="test metrics of a saved .keras model",
+                            parents=[common])
     p_eval.add_argument("model")
     p_eval.add_argument("--profile", choices=PROFILES)
     p_eval.add_argument("--data-dir")
-    p_bench = sub.add_parser("bench", help="images/s against the naive reference")
+    p_bench = sub.add_parser("bench", help="images/s against the naive reference",
+                             parents=[common])
     p_bench.add_argument("--batch-size", type=int, default=64)
     p_bench.add_argument("--routing-iterations", type=int, default=3)
     p_bench.add_argument("--steps", type=int, default=20, help="timed training steps")
@@ -68,7 +84,34 @@ def main(argv=None):
                          help="also measure these batch sizes (capslib model only)")
     p_bench.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
+    if args.debug or os.environ.get("CAPSLIB_DEBUG", "") not in ("", "0"):
+        return _run(args)
+    from capslib.config import ConfigError
+    from capslib.data import DataError
+    from capslib.model import ModelFileError
+    from capslib.runs import RunError
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        where = " (run the same command again: it goes on from there)" if (
+            args.command == "train") else ""
+        print(f"\nInterrupted{where}.", file=sys.stderr)
+        return 130
+    except (ConfigError, ModelFileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RunError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        print(f"error: no space left on the disk ({e}). Free some space and run the same "
+              "command again.", file=sys.stderr)
+        return 1
 
+
+def _run(args):
     import matplotlib
     matplotlib.use("Agg")
     if args.command == "train":
@@ -84,11 +127,21 @@ def main(argv=None):
         print(json.dumps(result, indent=2))
         return 0
     from capslib.bench import print_report, run_benchmark, sweep_batch_sizes
+    from capslib.config import ConfigError
+    try:
+        sizes = [int(b) for b in args.sweep.split(",")] if args.sweep else []
+    except ValueError:
+        raise ConfigError(f"--sweep {args.sweep!r}: must be batch sizes separated by commas, "
+                          "e.g. 100,256") from None
+    for flag, value in [("--batch-size", args.batch_size), ("--steps", args.steps),
+                        ("--routing-iterations", args.routing_iterations)] + [
+                            ("--sweep", b) for b in sizes]:
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be >= 1")
     result = run_benchmark(args.batch_size, args.routing_iterations, args.steps,
                            naive=not args.no_naive, peak=not args.no_peak,
                            mixed_precision=args.mixed_precision)
-    if args.sweep:
-        sizes = [int(b) for b in args.sweep.split(",")]
+    if sizes:
         result["sweep"] = sweep_batch_sizes(sizes, args.routing_iterations, args.steps)
     print_report(result, as_json=args.json)
     return 0

@@ -9,10 +9,23 @@
 - ``quick``: a small subset for a few seconds of work (CI, notebooks under test).
 """
 import dataclasses
+import math
+import numbers
 import os
+import sys
 
 PROFILE_ENV = "CAPSLIB_PROFILE"
 PROFILES = ("full", "lesson", "class", "quick")
+# Fashion-MNIST's training file: the validation split is taken from it.
+N_TRAIN_FILE_IMAGES = 60_000
+N_CLASSES = 10
+
+
+class ConfigError(ValueError):
+    """A setting out of its range, or a recipe that does not fit the run folder.
+
+    A user's mistake: the command line prints the message alone and exits with 2.
+    """
 
 
 @dataclasses.dataclass
@@ -42,6 +55,95 @@ class TrainConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    def validate(self):
+        """Raise a ConfigError naming the first setting out of range; return self."""
+        self._check_each_setting()
+        n_train = N_TRAIN_FILE_IMAGES - self.val_size
+        if self.train_limit:
+            n_train = min(n_train, self.train_limit)
+        if self.batch_size > n_train:
+            raise ConfigError(
+                f"{setting_name('batch_size')} {self.batch_size!r}: must be at most the "
+                f"{n_train:,} training images")
+        return self
+
+    def _check_each_setting(self):
+        for name, check in _CHECKS.items():
+            value = getattr(self, name)
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"{setting_name(name)} {value!r}: {problem}")
+
+
+# The command line's flag for each setting (the others are named as in TrainConfig).
+FLAGS = {
+    "epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--learning-rate",
+    "lr_decay": "--lr-decay", "routing_iterations": "--routing-iterations",
+    "augment": "--augment", "val_size": "--val-size", "seed": "--seed",
+    "train_limit": "--train-limit", "test_limit": "--test-limit",
+    "mixed_precision": "--mixed-precision", "distribute": "--distribute",
+    "time_budget_s": "--time-budget", "profile": "--profile",
+}
+
+
+def setting_name(name):
+    """How a message names a setting: its flag where it has one."""
+    return FLAGS.get(name, name)
+
+
+def _integer(low, high=None, optional=False):
+    def check(value):
+        if optional and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            return f"must be a whole number, got {type(value).__name__}"
+        if value < low or (high is not None and value > high):
+            allowed = f"from {low:,} to {high:,}" if high is not None else f">= {low:,}"
+            none = " (leave it out for all images)" if optional else ""
+            return f"must be {allowed}{none}"
+        return None
+    return check
+
+
+def _number(low, high, low_open=True, optional=False):
+    def check(value):
+        if optional and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"must be a number, got {type(value).__name__}"
+        too_low = value <= low if low_open else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            allowed = f"> {low}" if low_open else f">= {low}"
+            return f"must be {allowed}" + (f" and <= {high}" if math.isfinite(high) else "")
+        return None
+    return check
+
+
+def _boolean(value):
+    return None if isinstance(value, bool) else f"must be True or False, got {type(value).__name__}"
+
+
+_CHECKS = {
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "learning_rate": _number(0, 1),
+    "lr_decay": _number(0, 1),
+    "routing_iterations": _integer(1),
+    "augment": _boolean,
+    "max_shift": _integer(0, 27),  # a shift of 28 px or more leaves a blank image
+    "flip": _boolean,
+    # The stratified split needs an image of each class on both sides.
+    "val_size": _integer(N_CLASSES, N_TRAIN_FILE_IMAGES - N_CLASSES),
+    "seed": _integer(0, 2**32 - 1),
+    "train_limit": _integer(1, optional=True),
+    "test_limit": _integer(1, optional=True),
+    "reconstruction_weight": _number(0, 1, low_open=False),
+    "mixed_precision": _boolean,
+    "distribute": _boolean,
+    "time_budget_s": _number(0, math.inf, optional=True),
+    "profile": lambda value: None if value in PROFILES else f"must be one of {', '.join(PROFILES)}",
+}
+
 
 _PROFILE_SETTINGS = {
     "full": {},
@@ -56,7 +158,7 @@ def get_profile(default="full"):
     """The profile named by ``$CAPSLIB_PROFILE``, else ``default``."""
     profile = os.environ.get(PROFILE_ENV, "").strip().lower() or default
     if profile not in PROFILES:
-        raise ValueError(f"{PROFILE_ENV}={profile!r} is not one of {', '.join(PROFILES)}")
+        raise ConfigError(f"{PROFILE_ENV}={profile!r} is not one of {', '.join(PROFILES)}")
     return profile
 
 
@@ -64,15 +166,23 @@ def config_for_profile(profile=None, default="full", **overrides):
     """The TrainConfig of ``profile`` (or of ``$CAPSLIB_PROFILE``), then ``overrides``.
 
     Under the quick profile its settings are upper bounds that ``overrides``
-    cannot exceed, so notebooks and CI stay fast without being edited.
+    cannot exceed, so notebooks and CI stay fast without being edited; a line
+    on stderr says which explicit values were lowered. Raises ``ConfigError``
+    for a setting out of range (checked before the caps apply).
     """
     profile = profile or get_profile(default)
     if profile not in PROFILES:
-        raise ValueError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+        raise ConfigError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
     config = TrainConfig(profile=profile, **_PROFILE_SETTINGS[profile])
     config = config.replace(**overrides)
+    config._check_each_setting()  # before the caps, which would hide a 0 or a -1
     if profile == "quick":
         caps = {key: min(cap, getattr(config, key) or cap)
                 for key, cap in _PROFILE_SETTINGS["quick"].items()}
+        lowered = [f"{setting_name(key)} {overrides[key]} -> {cap}" for key, cap in caps.items()
+                   if overrides.get(key) is not None and overrides[key] > cap]
+        if lowered:
+            print(f"The quick profile lowered {', '.join(lowered)} (its upper bounds keep "
+                  "CI fast; choose another profile to use your values).", file=sys.stderr)
         config = config.replace(**caps)
-    return config
+    return config.validate()

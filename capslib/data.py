@@ -231,10 +231,47 @@ def split_train_val(x, y, val_size=5000, seed=42):
     """Stratified split: ``(x_tr, y_tr), (x_val, y_val)``."""
     from sklearn.model_selection import train_test_split  # lazy: slow import
 
+    n, n_classes = len(y), len(np.unique(y))
+    if len(x) != n:
+        raise ValueError(f"x and y differ in length: {len(x)} vs {n}.")
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)):
+        raise ValueError(f"val_size must be a whole number of images, got {val_size!r}.")
+    if not n_classes <= val_size <= n - n_classes:
+        raise ValueError(
+            f"val_size={val_size}: a stratified split of {n:,} images of {n_classes} "
+            f"classes needs val_size from {n_classes} to {n - n_classes:,}."
+        )
     x_tr, x_val, y_tr, y_val = train_test_split(
         x, y, test_size=val_size, random_state=seed, stratify=y
     )
     return (x_tr, y_tr), (x_val, y_val)
+
+
+def check_finite(images, what="images"):
+    """Raise a ValueError counting the NaN and infinite pixels, if any."""
+    bad = ~np.isfinite(images)
+    if bad.any():
+        per_image = bad.reshape(len(images), -1).any(axis=1)
+        first = int(np.argmax(per_image))
+        raise ValueError(
+            f"{what} hold {int(bad.sum()):,} NaN or infinite pixel values in "
+            f"{int(per_image.sum()):,} of {len(images):,} images (the first at index "
+            f"{first}); fix or drop those images."
+        )
+
+
+def _check_max_shift(max_shift, h, w):
+    if (
+        isinstance(max_shift, bool)
+        or not isinstance(max_shift, (int, float, np.integer, np.floating))
+        or not float(max_shift).is_integer()
+        or not 0 <= max_shift < min(h, w)
+    ):
+        raise ValueError(
+            f"max_shift={max_shift!r}: must be a whole number of pixels from 0 to "
+            f"{min(h, w) - 1} (a shift of {min(h, w)} or more leaves a blank "
+            f"{h}x{w} image)."
+        )
 
 
 def augment_batch(images, rng, max_shift=2, flip=True):
@@ -247,7 +284,14 @@ def augment_batch(images, rng, max_shift=2, flip=True):
     """
     rng = np.random.default_rng(rng)
     images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(
+            f"images must have shape (B, H, W) or (B, H, W, C), got {images.shape}."
+        )
     b, h, w = images.shape[:3]
+    _check_max_shift(max_shift, h, w)
+    if np.issubdtype(images.dtype, np.floating):
+        check_finite(images)
     s = int(max_shift)
     dy = rng.integers(-s, s + 1, size=b)
     dx = rng.integers(-s, s + 1, size=b)
@@ -298,9 +342,11 @@ class CapsuleDataset(keras.utils.PyDataset):
     ``ds[i]`` is ``(x, y)`` with ``x = {"image": float32 (B, 28, 28, 1),
     "label": int32 (B,)}`` and ``y = {"lengths": float32 one-hot (B, 10),
     "reconstruction": the same (possibly augmented) images}``. The last batch
-    may be smaller. The order is reshuffled in ``on_epoch_end``; both order
-    and augmentation depend only on ``seed``, the epoch counter and the batch
-    index. Extra keyword arguments (``workers``, ``use_multiprocessing``,
+    may be smaller. The order is reshuffled in ``on_epoch_end`` (or by
+    ``set_epoch``); both order and augmentation depend only on ``seed``, the
+    epoch and the batch index. ``capslib.train`` calls ``set_epoch`` with the
+    epoch ``fit`` is at, so a resumed run sees the batches an uninterrupted
+    run would have seen. Extra keyword arguments (``workers``, ``use_multiprocessing``,
     ``max_queue_size``) go to ``keras.utils.PyDataset``. Note: ``fit()``
     also calls ``on_epoch_end`` once before the first epoch, and with
     ``workers > 1`` Keras' enqueuer can serve a batch drawn before the
@@ -350,11 +396,14 @@ class CapsuleDataset(keras.utils.PyDataset):
             )
         if len(labels) == 0:
             raise ValueError("images and labels are empty.")
+        check_finite(images)
         if labels.min() < 0 or labels.max() >= n_classes:
             raise ValueError(
                 f"labels must lie in 0..{n_classes - 1}, found values from "
                 f"{labels.min()} to {labels.max()}."
             )
+        if augment:
+            _check_max_shift(max_shift, _SIDE, _SIDE)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.images = images.astype(np.float32, copy=False)
@@ -364,6 +413,11 @@ class CapsuleDataset(keras.utils.PyDataset):
         self.max_shift, self.flip = int(max_shift), bool(flip)
         self.seed, self.n_classes = int(seed), int(n_classes)
         self.epoch = 0
+        self._order = self._draw_order()
+
+    def set_epoch(self, epoch):
+        """Draw the order (and augmentation) of ``epoch``, whatever came before."""
+        self.epoch = int(epoch)
         self._order = self._draw_order()
 
     def _draw_order(self):

@@ -5,6 +5,9 @@ conv 256@9x9 (ReLU) -> 1152 primary 8D capsules -> 10 class capsules of 16D
 the image from the pose of one capsule: the true class while training, the
 predicted class otherwise.
 """
+import zipfile
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import ops
@@ -163,6 +166,34 @@ def check_labels(labels, n_classes=10):
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must be in 0..{n_classes - 1}, "
                          f"got values from {labels.min()} to {labels.max()}")
+
+
+class ModelFileError(ValueError):
+    """A model path that is missing, not a Keras model file, or not a CapsNet."""
+
+
+def load_capsnet(path):
+    """Load a CapsNet saved as ``.keras`` (safe mode, not compiled).
+
+    Raises ModelFileError saying which of three things is wrong: no such file,
+    not a Keras model file, or a Keras model that is not a CapsNet.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir()
+                                                         else ""))
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a Keras model file (expected a .keras zip archive "
+                             "such as a run's best.keras)")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # a damaged archive fails in many ways (zip, JSON, h5py)
+        raise ModelFileError(f"{path}: not a readable Keras model file ({type(e).__name__}: "
+                             f"{str(e)[:200]})") from e
+    if not isinstance(model, CapsNet):
+        raise ModelFileError(f"{path}: a Keras model ({type(model).__name__} "
+                             f"{model.name!r}) but not a CapsNet")
+    return model
 
 
 def build_capsnet(routing_iterations=3, decoder=True, stop_inner_gradients=True, **kwargs):

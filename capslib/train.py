@@ -4,17 +4,19 @@ validation loss, evaluate the test set once, write ``metrics.json`` and figures.
 A run lives in one folder (``runs/capsnet`` by default)::
 
     config.json      the recipe (a resumed run must use the same one)
+    state.json       where the run stands: epochs kept, best epoch, the log's rows
     log.csv          one row per epoch (losses, accuracies, images/s, learning rate)
-    backup/          the last finished epoch (weights + optimizer), for resuming
+    backup/          the last kept epoch (model + optimizer), until metrics.json exists
     best.keras       the model of the best epoch so far (lowest val_loss)
     metrics.json     written once, at the end, with the test result
     learning_curves.png, reconstructions.png
+    .lock            held by the job using the folder (a second job is refused)
 
-Interrupt it at any time and run the same command again: it goes on from
-the last finished epoch. A finished run is not trained or evaluated again.
+Interrupt it at any time (Ctrl-C, a kill, a full disk) and run the same
+command again: it goes on from the step that was interrupted, and a seeded
+run ends as it would have without the interruption (``capslib.runs`` says
+how). A finished run is not trained or evaluated again.
 """
-import csv
-import json
 import time
 from pathlib import Path
 
@@ -22,8 +24,10 @@ import keras
 import numpy as np
 
 from capslib import data, device, scale, viz
-from capslib.config import TrainConfig, config_for_profile
-from capslib.model import build_capsnet, compile_capsnet
+from capslib.config import ConfigError, TrainConfig, config_for_profile, setting_name
+from capslib.model import ModelFileError, build_capsnet, compile_capsnet, load_capsnet
+from capslib.runs import (EpochCheckpoint, RunError, RunFolder, RunState, atomic_path,
+                          read_log, write_json_atomic)
 
 DEFAULT_RUN_DIR = Path("runs") / "capsnet"
 # Settings that may differ when a run is resumed (more epochs, another device).
@@ -55,20 +59,19 @@ class ThroughputLogger(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
 
 
-def read_log(path):
-    """The CSV log as a dict of lists (last row wins for a repeated epoch)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    rows = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            rows[int(row["epoch"])] = row
-    history = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            history.setdefault(key, []).append(float(value) if value not in ("", None) else np.nan)
-    return history
+class DatasetEpochSync(keras.callbacks.Callback):
+    """Sets the training data to the epoch ``fit`` is at.
+
+    The dataset's own counter restarts at 0 in a new process; this way a
+    resumed run draws the order and augmentation of an uninterrupted one.
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
 
 
 def prepare_data(config, data_dir=None):
@@ -83,23 +86,28 @@ def prepare_data(config, data_dir=None):
     return (x_tr, y_tr), (x_val, y_val), (x_test, y_test)
 
 
-def _check_config(run_dir, config):
-    path = run_dir / "config.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        current = config.to_dict()
-        differs = {k for k in current if saved.get(k) != current[k]} - _RESUMABLE_CHANGES
-        if differs:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in sorted(differs))
-            raise ValueError(
-                f"{run_dir} holds a run with another recipe ({details}). "
-                "Use another --run-dir, or delete that folder to start over.")
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+def _check_recipe(run, config):
+    saved = run.read_json(run.config_path, "the recipe of this run")
+    if saved is None:
+        return
+    current = config.to_dict()
+    differs = {k for k in current if saved.get(k) != current[k]} - _RESUMABLE_CHANGES
+    if differs:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}"
+                            for k in sorted(differs))
+        raise ConfigError(
+            f"{run.path} holds a run with another recipe ({details}). "
+            "Use another --run-dir, or delete that folder to start over.")
 
 
-def _best_val_loss(history):
-    losses = [v for v in history.get("val_loss", []) if np.isfinite(v)]
-    return min(losses) if losses else None
+def _check_finished(run, config, metrics):
+    planned = metrics.get("config", {}).get("epochs", config.epochs)
+    if config.epochs != planned:
+        raise ConfigError(
+            f"{setting_name('epochs')} {config.epochs}: {run.path} is finished ({planned} epochs "
+            f"planned, {metrics.get('epochs')} trained) and its test set was evaluated; it is "
+            "not extended, which would evaluate the test set a second time. Use another "
+            "--run-dir for a longer run.")
 
 
 def evaluate_model(model, x, y, batch_size=100):
@@ -124,63 +132,72 @@ def evaluate_model(model, x, y, batch_size=100):
 
 def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
           callbacks=()):
-    """Run (or resume) the training job in ``run_dir``; return the metrics dict."""
-    config = config or config_for_profile()
-    run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(run_dir, config)
-    if metrics_path.exists():
-        print(f"{run_dir} is finished (the test set was evaluated once already); "
-              f"its metrics: {metrics_path}")
-        return json.loads(metrics_path.read_text())
+    """Run (or resume) the training job in ``run_dir``; return the metrics dict.
+
+    Raises ``ConfigError`` (a setting out of range, another recipe), before
+    anything is written, and ``RunError`` (folder in use, damaged, disk full).
+    """
+    config = (config or config_for_profile()).validate()
+    run = RunFolder(run_dir)
+    with run.lock():
+        return _train(run, config, data_dir, verbose, callbacks)
+
+
+def _train(run, config, data_dir, verbose, callbacks):
+    _check_recipe(run, config)
+    metrics = run.read_json(run.metrics_path, "the results of this run")
+    if metrics is not None:
+        _check_finished(run, config, metrics)
+        run.remove_backup()  # in case the job was stopped just after metrics.json
+        print(f"{run.path} is finished (the test set was evaluated once already); "
+              f"its metrics: {run.metrics_path}")
+        return metrics
+    state = run.read_state()
+    if state is None:
+        run.check_no_older_progress()
+        state = RunState()
+    if state.epochs_done > config.epochs:
+        raise ConfigError(
+            f"{setting_name('epochs')} {config.epochs}: {run.path} has trained "
+            f"{state.epochs_done} epochs already; ask for at least {state.epochs_done}.")
 
     keras.utils.set_random_seed(config.seed)
     (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = prepare_data(config, data_dir)
-    train_data = data.CapsuleDataset(
-        x_tr, y_tr, batch_size=config.batch_size, shuffle=True, augment=config.augment,
-        max_shift=config.max_shift, flip=config.flip, seed=config.seed)
-    val_data = data.CapsuleDataset(x_val, y_val, batch_size=config.batch_size, shuffle=False)
+    write_json_atomic(run.config_path, config.to_dict())
+    run.write_state(state)
+    run.sync_with_state(state)  # repairs what an interruption left half done
 
-    log_path = run_dir / "log.csv"
-    history = read_log(log_path)
-    done_epochs = len(history.get("loss", []))
-    if done_epochs:
-        print(f"Resuming {run_dir} after epoch {done_epochs} of {config.epochs}.")
-    fit_callbacks = [
-        ThroughputLogger(len(x_tr)),
-        keras.callbacks.CSVLogger(str(log_path), append=True),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True,
-            initial_value_threshold=_best_val_loss(history)),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
-        *callbacks,
-    ]
-    if config.time_budget_s:
-        fit_callbacks.append(scale.TimeBudget(config.time_budget_s))
-    start = time.perf_counter()
-    with scale.training_scope(config):
-        model = build_capsnet(routing_iterations=config.routing_iterations)
-        compile_capsnet(model, config.learning_rate, config.lr_decay,
-                        steps_per_epoch=len(train_data),
-                        reconstruction_weight=config.reconstruction_weight)
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                  callbacks=fit_callbacks, verbose=verbose)
-    fit_seconds = time.perf_counter() - start
-    history = read_log(log_path)
+    fit_seconds = 0.0
+    if state.epochs_done < config.epochs and not state.stopped_early:
+        if state.epochs_done:
+            print(f"Resuming {run.path} after epoch {state.epochs_done} of {config.epochs}.")
+        start = time.perf_counter()
+        _fit(run, state, config, (x_tr, y_tr), (x_val, y_val), verbose, callbacks)
+        fit_seconds = time.perf_counter() - start
+    else:
+        print(f"{run.path}: training is done ({state.epochs_done} epochs); evaluating the "
+              "best epoch.")
 
     # Model selection is done: the test set is touched once, with the best model.
-    best = keras.saving.load_model(run_dir / "best.keras", safe_mode=True, compile=False)
+    if state.best_epoch is None:
+        raise RunError(f"No epoch of {run.path} ended with a finite validation loss (training "
+                       "diverged): there is no model to evaluate. Start a new run with a lower "
+                       f"{setting_name('learning_rate')}.")
+    try:
+        best = load_capsnet(run.best_path)
+    except ModelFileError as e:
+        raise RunError(f"{e}. Restore it, or move the folder {run.path} away to start "
+                       "over.") from None
     val = evaluate_model(best, x_val, y_val, config.batch_size)
     test = evaluate_model(best, x_test, y_test, config.batch_size)
-    best_epoch = int(np.nanargmin(history["val_loss"])) + 1
+    history = _columns(state.history)
     metrics = {
         "val_accuracy": val["accuracy"],
         "test_accuracy": test["accuracy"],
         "per_class_accuracy": test["per_class_accuracy"],
         "confusion_matrix": test["confusion_matrix"],
-        "best_epoch": best_epoch,
-        "epochs": len(history["loss"]),
+        "best_epoch": state.best_epoch,
+        "epochs": state.epochs_done,
         "parameters": int(best.count_params()),
         "train_images_per_s": float(np.nanmedian(history["train_images_per_s"])),
         "infer_images_per_s": test["images_per_s"],
@@ -191,28 +208,83 @@ def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
         "device": device.device_description(),
         "config": config.to_dict(),
     }
-    _save_figures(run_dir, history, best, x_test, y_test, test["predictions"])
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"validation accuracy {metrics['val_accuracy']:.4f} (best epoch {best_epoch}), "
-          f"test accuracy {metrics['test_accuracy']:.4f}; written to {metrics_path}")
+    _save_figures(run.path, history, best, x_test, y_test, test["predictions"])
+    write_json_atomic(run.metrics_path, metrics)  # from here on the run is finished
+    run.remove_backup()
+    state.backup = None
+    run.write_state(state)
+    print(f"validation accuracy {metrics['val_accuracy']:.4f} (best epoch {state.best_epoch}), "
+          f"test accuracy {metrics['test_accuracy']:.4f}; written to {run.metrics_path}")
     return metrics
 
 
+def _fit(run, state, config, train, val, verbose, callbacks):
+    train_data = data.CapsuleDataset(
+        *train, batch_size=config.batch_size, shuffle=True, augment=config.augment,
+        max_shift=config.max_shift, flip=config.flip, seed=config.seed)
+    val_data = data.CapsuleDataset(*val, batch_size=config.batch_size, shuffle=False)
+    fit_callbacks = [
+        ThroughputLogger(len(train[0])),
+        DatasetEpochSync(train_data),
+        EpochCheckpoint(run, state),  # before the user's callbacks: they see a kept epoch
+        *callbacks,
+    ]
+    if config.time_budget_s:
+        fit_callbacks.append(scale.TimeBudget(config.time_budget_s))
+    with scale.training_scope(config):
+        model = build_capsnet(routing_iterations=config.routing_iterations)
+        compile_capsnet(model, config.learning_rate, config.lr_decay,
+                        steps_per_epoch=len(train_data),
+                        reconstruction_weight=config.reconstruction_weight)
+        if state.backup:
+            _restore(model, run.path / state.backup)
+        # shuffle=False: the dataset shuffles itself by seed and epoch; Keras' own
+        # shuffle of the batch order would draw from the global random state,
+        # which differs between an uninterrupted process and a resumed one.
+        model.fit(train_data, validation_data=val_data, initial_epoch=state.epochs_done,
+                  epochs=config.epochs, callbacks=fit_callbacks, verbose=verbose,
+                  shuffle=False)
+    if state.epochs_done < config.epochs:  # the time budget (or a callback) ended it
+        state.stopped_early = True
+        run.write_state(state)
+
+
+def _restore(model, backup):
+    """Weights and optimizer state (step count, moments) of the last kept epoch."""
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(backup)
+    except Exception as e:  # a damaged archive fails in many ways (zip, h5py, shapes)
+        raise RunError(f"{backup} cannot be read ({type(e).__name__}: {str(e)[:200]}). "
+                       "Move the run folder away to start over.") from e
+
+
+def _columns(rows):
+    """Rows (one dict per epoch) as a dict of lists, like ``read_log``."""
+    keys = sorted({k for row in rows for k in row}, key=lambda k: (k != "epoch", k))
+    return {k: [row.get(k, np.nan) for row in rows] for k in keys}
+
+
 def _save_figures(run_dir, history, model, x_test, y_test, pred, n=10):
-    viz.save(viz.plot_learning_curves(history), run_dir / "learning_curves.png")
+    with atomic_path(run_dir / "learning_curves.png") as tmp:
+        viz.save(viz.plot_learning_curves(history), tmp)
     recon = model.predict(x_test[:n], verbose=0)["reconstruction"]
-    viz.save(viz.plot_reconstructions(x_test[:n], recon, y_test[:n], pred[:n]),
-             run_dir / "reconstructions.png")
+    with atomic_path(run_dir / "reconstructions.png") as tmp:
+        viz.save(viz.plot_reconstructions(x_test[:n], recon, y_test[:n], pred[:n]), tmp)
 
 
 def evaluate(model_path, config=None, data_dir=None):
-    """Test metrics of a saved model (the CLI prints them as JSON)."""
+    """Test metrics of a saved CapsNet (the CLI prints them as JSON).
+
+    Raises ``ModelFileError``: no such file, not a Keras model file, not a CapsNet.
+    """
     config = config or config_for_profile()
-    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    model = load_capsnet(model_path)
     _, _, (x_test, y_test) = prepare_data(config, data_dir)
     result = evaluate_model(model, x_test, y_test, config.batch_size)
     result.pop("predictions")
     return result
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "evaluate_model", "read_log", "prepare_data"]
+__all__ = ["TrainConfig", "train", "evaluate", "evaluate_model", "read_log", "prepare_data",
+           "ConfigError", "RunError", "ModelFileError"]

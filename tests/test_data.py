@@ -485,3 +485,54 @@ def test_rotate_images_keeps_shape_range_and_turns_the_content():
     assert np.unravel_index(turned[0, ..., 0].argmax(), (9, 9)) == (2, 4)
     assert 0.0 <= turned.min() and turned.max() <= 1.0
     np.testing.assert_allclose(rotate_images(images, 0), images)
+
+
+# -- wrong input is refused, with a message naming the problem --------------------
+
+
+def test_non_finite_images_are_refused_with_a_count():
+    x = np.zeros((6, 28, 28, 1), np.float32)
+    x[2, 0, 0, 0] = np.nan
+    x[2, 5, 5, 0] = np.inf
+    x[4, 1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"3 NaN or infinite .* in 2 of 6 images .* index 2"):
+        CapsuleDataset(x, np.zeros(6, int))
+    with pytest.raises(ValueError, match="3 NaN or infinite"):
+        data.augment_batch(x, 0)
+
+
+@pytest.mark.parametrize("max_shift", [40, 28, -1, 2.5, "2"])
+def test_augment_refuses_shifts_that_blank_or_make_no_sense(max_shift):
+    # Before: max_shift=40 returned blank images, 2.5 was truncated to 2.
+    with pytest.raises(ValueError, match=r"max_shift=.*0 to 27"):
+        data.augment_batch(dot_images(2, 14, 14), 0, max_shift=max_shift)
+    with pytest.raises(ValueError, match="max_shift"):
+        CapsuleDataset(dot_images(2, 14, 14), np.zeros(2, int), augment=True, max_shift=max_shift)
+
+
+def test_augment_refuses_images_without_rows_and_columns():
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        data.augment_batch(np.zeros((4, 784), np.float32), 0)
+
+
+@pytest.mark.parametrize("val_size", [0, 5, 96, 2.5])
+def test_split_refuses_sizes_a_stratified_split_cannot_make(val_size):
+    x, y = tagged(100)  # 10 classes: val_size must be 10..90
+    with pytest.raises(ValueError, match="val_size"):
+        data.split_train_val(x, y, val_size=val_size)
+
+
+def test_set_epoch_gives_that_epoch_whatever_came_before():
+    # A resumed run starts a new dataset at the epoch fit is at: it must see
+    # the batches an uninterrupted run sees there.
+    x, y = dot_images(40, 14, 14), np.arange(40) % 10
+    walked = CapsuleDataset(x, y, batch_size=16, augment=True, seed=3)
+    for _ in range(3):
+        walked.on_epoch_end()
+    jumped = CapsuleDataset(x, y, batch_size=16, augment=True, seed=3)
+    jumped.set_epoch(3)
+    for i in range(len(walked)):
+        assert np.array_equal(walked[i][0]["image"], jumped[i][0]["image"])
+        assert np.array_equal(walked[i][0]["label"], jumped[i][0]["label"])
+    jumped.set_epoch(0)
+    assert not np.array_equal(jumped[0][0]["image"], walked[0][0]["image"])

@@ -1,0 +1,163 @@
+"""Real interruptions of the training job: SIGKILL and SIGINT at chosen points, two
+jobs on one folder, a full disk. Each time the rerun must go on from the step that
+was interrupted and end as the uninterrupted run did.
+
+The killed jobs are subprocesses (tests/interrupt_child.py kills itself at an exact
+point); the reruns run in this process, which has TensorFlow loaded already.
+"""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from capslib import runs
+from capslib.__main__ import main
+from capslib.config import config_for_profile
+from capslib.runs import read_log
+from capslib.train import train
+
+pytestmark = pytest.mark.heavy
+
+TINY = dict(epochs=2, batch_size=16, train_limit=48, val_size=20, test_limit=20)
+FLAGS = ["--epochs", "2", "--batch-size", "16", "--train-limit", "48", "--val-size", "20",
+         "--test-limit", "20"]
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "CAPSLIB_PROFILE": "quick", "TF_CPP_MIN_LOG_LEVEL": "3",
+       "PYTHONUNBUFFERED": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+TIMING = {"epoch_seconds", "train_images_per_s"}  # the only columns allowed to differ
+
+
+def config():
+    return config_for_profile("quick", **TINY)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same seeded run, never interrupted: its log and metrics."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    metrics = train(config(), run, verbose=0)
+    return read_log(run / "log.csv"), metrics
+
+
+def assert_same_run(run, metrics, reference):
+    log, expected = reference
+    got = read_log(run / "log.csv")
+    assert got["epoch"] == log["epoch"] == [0, 1]
+    for key in set(log) - TIMING:  # within floating-point noise
+        np.testing.assert_allclose(got[key], log[key], rtol=1e-4, err_msg=key)
+    for key in ("best_epoch", "epochs", "confusion_matrix", "val_accuracy", "test_accuracy"):
+        assert metrics[key] == expected[key], key
+    # Nothing half done is left: no backup, no temporary file.
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".lock", "best.keras", "config.json", "learning_curves.png", "log.csv",
+        "metrics.json", "reconstructions.png", "state.json"]
+
+
+def assert_resumable(run):
+    """What a killed job leaves: whole files only, a state to resume from."""
+    if (run / "best.keras").exists():
+        assert zipfile.is_zipfile(run / "best.keras")
+    state = runs.RunFolder(run).read_state()
+    if state and state.backup:
+        assert zipfile.is_zipfile(run / state.backup)
+    read_log(run / "log.csv")
+    assert not (run / "metrics.json").exists()
+
+
+def test_killed_at_chosen_points_it_ends_as_if_never_interrupted(tmp_path, reference):
+    run = tmp_path / "run"
+    steps = [
+        ("saving-epoch-1", signal.SIGKILL),       # while epoch 1's model file is written
+        ("after-epoch-1-kept", signal.SIGKILL),   # right after the checkpoint of epoch 1
+        ("mid-epoch-2", signal.SIGINT),           # Ctrl-C in the middle of epoch 2
+        ("evaluating-test-set", signal.SIGKILL),  # training done, test set half evaluated
+        ("writing-figures", signal.SIGKILL),      # metrics not written yet
+    ]
+    for point, sig in steps:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "interrupt_child.py"), str(run), point,
+             sig.name[3:], json.dumps(TINY)], env=ENV, capture_output=True, text=True,
+            timeout=300)
+        assert done.returncode == -sig, f"{point}: {done.stderr[-3000:]}"
+        assert_resumable(run)
+    metrics = train(config(), run, verbose=0)  # the last rerun finishes the job
+    # Epoch 1 was begun twice because its first try was killed before it was kept,
+    # epoch 2 because Ctrl-C stopped it; a kept epoch was never trained again.
+    assert (tmp_path / "epochs_begun.txt").read_text().split() == ["0", "0", "1", "1"]
+    assert_same_run(run, metrics, reference)
+
+
+def wait_for(condition, timeout=240):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def lock_holder(run):
+    try:
+        return json.loads((run / ".lock").read_text() or "{}").get("pid")
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_second_job_is_refused_and_ctrl_c_on_the_command_line_resumes(
+        tmp_path, reference, capsys):
+    run = tmp_path / "run"
+    job = subprocess.Popen([sys.executable, "-m", "capslib", "train", "--run-dir", str(run),
+                            "--verbose", "0", *FLAGS], env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: lock_holder(run) == job.pid)
+        # A second job on the same folder: refused at once, naming the first one.
+        assert main(["train", "--run-dir", str(run), *FLAGS]) == 1
+        err = capsys.readouterr().err
+        assert f"is in use by another job: pid {job.pid}" in err and "Traceback" not in err
+        # Ctrl-C once epoch 1 is kept (during epoch 2 or the evaluation).
+        wait_for(lambda: len(read_log(run / "log.csv").get("epoch", [])) == 1)
+        job.send_signal(signal.SIGINT)
+        out, err = job.communicate(timeout=240)
+    finally:
+        job.kill()
+    assert job.returncode == 130, err[-3000:]
+    assert "Interrupted (run the same command again" in err and "Traceback" not in err
+    # One header, one row per epoch: the second job wrote nothing.
+    headers = [line for line in (run / "log.csv").read_text().splitlines()
+               if line.startswith("epoch,")]
+    assert len(headers) == 1
+    metrics = train(config(), run, verbose=0)
+    assert_same_run(run, metrics, reference)
+
+
+def test_a_full_disk_stops_with_a_message_and_the_run_goes_on_later(
+        tmp_path, reference, monkeypatch):
+    run = tmp_path / "run"
+    save = keras.Model.save
+
+    def disk_full_at_epoch_2(model, path, *args, **kwargs):
+        if "epoch-2" in str(path):
+            Path(path).write_bytes(b"PK\x03\x04" + bytes(1000))  # what fitted on the disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", disk_full_at_epoch_2)
+    with pytest.raises(runs.DiskFull, match="No space left .* run the same command again"):
+        train(config(), run, verbose=0)
+    state = runs.RunFolder(run).read_state()
+    assert state.epochs_done == 1 and state.backup == "backup/epoch-1.keras"
+    assert os.listdir(run / "backup") == ["epoch-1.keras"]  # the last good backup, whole
+    assert_resumable(run)
+
+    monkeypatch.setattr(keras.Model, "save", save)  # space freed
+    metrics = train(config(), run, verbose=0)
+    assert_same_run(run, metrics, reference)
