@@ -131,7 +131,7 @@ def time_solved(names=None, timeout=900):
         folder.mkdir()
         for name in names or assignments():
             nb = solve(read(STUDENT / f"{name}.ipynb"), read(NOTEBOOKS / f"{name}.ipynb"))
-            client = NotebookClient(nbformat.from_dict(nb), timeout=timeout, kernel_name="python3",
+            client = NotebookClient(nbformat.reads(json.dumps(nb), as_version=4), timeout=timeout, kernel_name="python3",
                                     resources={"metadata": {"path": str(folder)}})
             start = time.perf_counter()
             client.execute()
