@@ -173,12 +173,16 @@ class ModelFileError(ValueError):
 
 
 def load_capsnet(path):
-    """Load a CapsNet saved as ``.keras`` (safe mode, not compiled).
+    """Load a CapsNet saved as ``.keras`` (safe mode, not compiled), or a
+    shipped-model folder (``capslib.pretrained``, checksums verified).
 
     Raises ModelFileError saying which of three things is wrong: no such file,
     not a Keras model file, or a Keras model that is not a CapsNet.
     """
     path = Path(path)
+    if path.is_dir() and (path / "SHA256SUMS").is_file():
+        from capslib.pretrained import load_pretrained  # it imports this module
+        return load_pretrained(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir()
                                                          else ""))

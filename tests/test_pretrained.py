@@ -1,0 +1,70 @@
+"""The shipped-model path: save, verify checksums, load an ordinary CapsNet, evaluate."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from capslib import CapsNet, build_capsnet, pretrained
+from capslib.model import load_capsnet
+
+SMALL = dict(conv_filters=8, primary_maps=2, primary_dims=4, digit_dims=4, decoder_units=(8, 8))
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    model = build_capsnet(**SMALL)
+    folder = pretrained.save_pretrained(model, tmp_path_factory.mktemp("shipped"),
+                                        metrics={"test_accuracy": 0.5})
+    return model, folder
+
+
+def test_load_returns_the_same_capsnet_within_float16(shipped):
+    model, folder = shipped
+    assert pretrained.available(folder)
+    loaded = pretrained.load_pretrained(folder)
+    assert isinstance(loaded, CapsNet) and loaded.count_params() == model.count_params()
+    x = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype("float32")
+    want, got = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    np.testing.assert_allclose(got["lengths"], want["lengths"], atol=1e-3)
+    assert np.array_equal(got["lengths"].argmax(1), want["lengths"].argmax(1))
+    assert pretrained.load_metrics(folder) == {"test_accuracy": 0.5}
+    assert isinstance(load_capsnet(folder), CapsNet)  # the folder works wherever a .keras does
+
+
+def test_weights_are_stored_as_float16(shipped):
+    _, folder = shipped
+    with np.load(folder / "weights.npz") as stored:
+        assert {stored[k].dtype for k in stored.files} == {np.dtype("float16")}
+
+
+def test_missing_folder_says_there_is_no_shipped_model(tmp_path):
+    assert not pretrained.available(tmp_path)
+    with pytest.raises(pretrained.PretrainedError, match="no shipped model here"):
+        pretrained.load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["weights.npz", "config.json", "metrics.json"])
+def test_an_altered_or_missing_file_is_refused(shipped, tmp_path, name):
+    _, folder = shipped
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    with open(copy / name, "ab") as f:
+        f.write(b"\n")
+    with pytest.raises(pretrained.PretrainedError, match=f"{name}: altered"):
+        pretrained.load_pretrained(copy)
+    (copy / name).unlink()
+    with pytest.raises(pretrained.PretrainedError, match=f"{name}: missing"):
+        pretrained.load_pretrained(copy)
+
+
+def test_cli_evaluate_accepts_a_shipped_folder(shipped):
+    _, folder = shipped
+    done = subprocess.run([sys.executable, "-m", "capslib", "evaluate", str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert 0.0 <= result["accuracy"] <= 1.0
