@@ -129,7 +129,8 @@ def find_data_dir(data_dir=None):
     return _download().resolve()
 
 
-def _sha256(path):
+def file_sha256(path):
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -204,7 +205,7 @@ def _load_cached(d, stamp, hashes):
     del stamp
     expected = dict(hashes)
     for name, sha in expected.items():
-        found = _sha256(d / name)
+        found = file_sha256(d / name)
         if found != sha:
             raise DataError(
                 f"{d / name}: expected SHA-256 {sha}, found {found}. {_FIX}"

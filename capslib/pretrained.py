@@ -11,12 +11,12 @@ A shipped model is a folder (``data/capsnet-fashion-mnist/`` for the course's)::
 ``load_pretrained()`` verifies every checksum before reading anything and
 returns an ordinary ``CapsNet``; ``save_pretrained()`` writes such a folder.
 """
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from capslib.data import file_sha256
 from capslib.model import CapsNet, ModelFileError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "capsnet-fashion-mnist"
@@ -25,14 +25,6 @@ FILES = ("config.json", "weights.npz", "metrics.json")
 
 class PretrainedError(ModelFileError):
     """A shipped model that is missing, incomplete or altered."""
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def available(folder=SHIPPED_DIR):
@@ -52,7 +44,7 @@ def save_pretrained(model, folder, metrics=None, dtype="float16"):
     np.savez(folder / "weights.npz",
              **{w.path: np.asarray(w.numpy(), dtype=dtype) for w in model.weights})
     (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2) + "\n")
-    sums = "".join(f"{_sha256(folder / name)}  {name}\n" for name in FILES)
+    sums = "".join(f"{file_sha256(folder / name)}  {name}\n" for name in FILES)
     (folder / "SHA256SUMS").write_text(sums)
     return folder
 
@@ -74,7 +66,7 @@ def _verified(folder):
             raise PretrainedError(f"{sums_path}: no checksum for {name}")
         if not path.is_file():
             raise PretrainedError(f"{path}: missing; restore it with `git checkout -- data/`")
-        found = _sha256(path)
+        found = file_sha256(path)
         if found != expected[name]:
             raise PretrainedError(
                 f"{path}: altered (SHA-256 {found[:12]}..., expected {expected[name][:12]}...); "
