@@ -225,13 +225,7 @@ def _np_norm(x, axis=-1, epsilon=1e-7):
 
 def _shift_reference(image, dy, dx):
     """Content moved down by dy and right by dx, zeros where nothing came in."""
-    out = np.zeros_like(image)
-    h, w = image.shape[:2]
-    if abs(dy) >= h or abs(dx) >= w:
-        return out
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        image[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
+    return data.shift_images(image[None], dy, dx)[0]
 
 
 def check_shift_image(fn, seed=0):
