@@ -6,9 +6,12 @@ layers), ``losses`` (margin and reconstruction), ``model`` (the CapsNet),
 ``config`` (recipes and ``CAPSLIB_PROFILE``), ``train`` (the main job),
 ``runs`` (the run folder: lock, atomic writes, state),
 ``viz`` (figures), ``bench`` (throughput), ``scale`` (devices, precision),
-``pretrained`` (the shipped trained model), ``checks`` (the exercises' checks).
+``pretrained`` (the shipped trained model), ``baseline`` (the paper's baseline
+CNN), ``stats`` (intervals and tests for accuracies), ``experiment`` (does
+routing help? notebook 08), ``checks`` (the exercises' checks).
 """
-from capslib import config, data, layers, losses, model, ops, pretrained, routing, viz
+from capslib import (baseline, config, data, layers, losses, model, ops, pretrained, routing,
+                     stats, viz)
 from capslib.config import TrainConfig, config_for_profile, get_profile
 from capslib.data import CLASS_NAMES, load_fashion_mnist, split_train_val
 from capslib.model import CapsNet, build_capsnet, compile_capsnet
@@ -16,8 +19,8 @@ from capslib.model import CapsNet, build_capsnet, compile_capsnet
 __version__ = "0.1.0"
 
 __all__ = [
-    "CLASS_NAMES", "CapsNet", "TrainConfig", "build_capsnet", "compile_capsnet",
+    "CLASS_NAMES", "CapsNet", "TrainConfig", "baseline", "build_capsnet", "compile_capsnet",
     "config", "config_for_profile", "data", "get_profile", "layers",
     "load_fashion_mnist", "losses", "model", "ops", "pretrained", "routing", "split_train_val",
-    "viz",
+    "stats", "viz",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m capslib {train,evaluate,bench} --help``.
+"""Command line: ``python -m capslib {train,evaluate,experiment,bench} --help``.
 
 A user's mistake (a flag out of range, a run folder in use or damaged, a
 model file that is not a CapsNet, a full disk) prints one line and no
@@ -9,16 +9,21 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from capslib.config import PROFILES  # noqa: E402  (after the log level is set)
+from capslib.config import MODELS, PROFILES  # noqa: E402  (after the log level is set)
 
 
 def _train_args(parser):
     parser.add_argument("--profile", choices=PROFILES,
                         help="recipe size (default: $CAPSLIB_PROFILE, else full)")
+    parser.add_argument("--model", choices=MODELS,
+                        help="capsnet (default) or baseline: the paper's baseline CNN")
+    parser.add_argument("--decoder", action=argparse.BooleanOptionalAction, default=None,
+                        help="CapsNet's reconstruction decoder and loss (default on)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -43,7 +48,7 @@ def _train_args(parser):
 def _config(args):
     from capslib.config import config_for_profile
     return config_for_profile(
-        args.profile, epochs=args.epochs, batch_size=args.batch_size,
+        args.profile, model=args.model, decoder=args.decoder, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_decay=args.lr_decay,
         routing_iterations=args.routing_iterations, augment=args.augment,
         val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
@@ -71,6 +76,15 @@ def main(argv=None):
     p_eval.add_argument("model")
     p_eval.add_argument("--profile", choices=PROFILES)
     p_eval.add_argument("--data-dir")
+    p_exp = sub.add_parser(
+        "experiment", parents=[common],
+        help="does routing help? baseline CNN vs CapsNet r=1, r=3, r=3 without decoder")
+    p_exp.add_argument("--profile", choices=PROFILES,
+                       help="size (default: $CAPSLIB_PROFILE, else class: ~45 min on 2 cores)")
+    p_exp.add_argument("--runs-dir", help="the models' run folders (default "
+                                          "runs/experiment-PROFILE; resumes if present)")
+    p_exp.add_argument("--out", help="results folder (default results/routing-PROFILE)")
+    p_exp.add_argument("--data-dir")
     p_bench = sub.add_parser("bench", help="images/s against the naive reference",
                              parents=[common])
     p_bench.add_argument("--batch-size", type=int, default=64)
@@ -84,6 +98,8 @@ def main(argv=None):
                          help="also measure these batch sizes (capslib model only)")
     p_bench.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
+    args.command_line = "python -m capslib " + shlex.join(
+        sys.argv[1:] if argv is None else list(argv))
     if args.debug or os.environ.get("CAPSLIB_DEBUG", "") not in ("", "0"):
         return _run(args)
     from capslib.config import ConfigError
@@ -94,7 +110,7 @@ def main(argv=None):
         return _run(args)
     except KeyboardInterrupt:
         where = " (run the same command again: it goes on from there)" if (
-            args.command == "train") else ""
+            args.command in ("train", "experiment")) else ""
         print(f"\nInterrupted{where}.", file=sys.stderr)
         return 130
     except (ConfigError, ModelFileError) as e:
@@ -125,6 +141,11 @@ def _run(args):
         from capslib.train import evaluate
         result = evaluate(args.model, config_for_profile(args.profile), args.data_dir)
         print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "experiment":
+        from capslib.experiment import run_experiment
+        run_experiment(args.profile, args.runs_dir, args.out, args.data_dir,
+                       command=args.command_line)
         return 0
     from capslib.bench import print_report, run_benchmark, sweep_batch_sizes
     from capslib.config import ConfigError

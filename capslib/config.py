@@ -28,8 +28,13 @@ class ConfigError(ValueError):
     """
 
 
+MODELS = ("capsnet", "baseline")
+
+
 @dataclasses.dataclass
 class TrainConfig:
+    model: str = "capsnet"  # or "baseline": the paper's baseline CNN (capslib.baseline)
+    decoder: bool = True  # CapsNet only: the reconstruction decoder and its loss
     epochs: int = 50
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -77,7 +82,7 @@ class TrainConfig:
 
 # The command line's flag for each setting (the others are named as in TrainConfig).
 FLAGS = {
-    "epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--learning-rate",
+    "model": "--model", "decoder": "--decoder", "epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--learning-rate",
     "lr_decay": "--lr-decay", "routing_iterations": "--routing-iterations",
     "augment": "--augment", "val_size": "--val-size", "seed": "--seed",
     "train_limit": "--train-limit", "test_limit": "--test-limit",
@@ -124,6 +129,8 @@ def _boolean(value):
 
 
 _CHECKS = {
+    "model": lambda value: None if value in MODELS else f"must be one of {', '.join(MODELS)}",
+    "decoder": _boolean,
     "epochs": _integer(1),
     "batch_size": _integer(1),
     "learning_rate": _number(0, 1),

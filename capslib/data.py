@@ -63,6 +63,10 @@ _FIX = (
 )
 
 
+# The model outputs a batch can give targets for (see CapsuleDataset).
+TARGETS = ("lengths", "probabilities", "reconstruction")
+
+
 class DataError(Exception):
     """A data file is missing, corrupted or not what we expect."""
 
@@ -337,12 +341,79 @@ def rotate_images(images, degrees):
     return np.clip(rotated, 0.0, 1.0).astype(images.dtype)
 
 
+def scale_images(images, factor):
+    """Zoom every image by ``factor`` about its centre (< 1 shrinks it).
+
+    ``images``: (N, H, W[, C]); bilinear interpolation, zero fill, same shape.
+    """
+    from scipy import ndimage
+
+    images = np.asarray(images)
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor!r}.")
+    # Output pixel o samples the input at centre + (o - centre) / factor.
+    matrix = np.ones(images.ndim)
+    matrix[1:3] = 1.0 / factor
+    centre = np.zeros(images.ndim)
+    centre[1:3] = (np.asarray(images.shape[1:3]) - 1) / 2.0
+    scaled = ndimage.affine_transform(images, matrix, offset=centre - matrix * centre,
+                                      order=1, mode="constant", cval=0.0)
+    return np.clip(scaled, 0.0, 1.0).astype(images.dtype)
+
+
+# The transformations of the test sets no model trains on (notebook 08).
+TRANSFORMS = ("none", "shift", "rotate", "scale")
+
+
+def transform_images(images, kind, amount=0, seed=0):
+    """A transformed copy of ``images`` (N, H, W[, C]), seeded per image:
+
+    - ``"shift"``: each image moves ``amount`` px in one of the 8 compass
+      directions (so its larger offset is ``amount``; training shifts reach 2);
+    - ``"rotate"``: each image turns by ``amount`` degrees, clockwise or not;
+    - ``"scale"``: every image is zoomed by ``amount`` about its centre;
+    - ``"none"``: a copy.
+    """
+    images = np.asarray(images)
+    if kind not in TRANSFORMS:
+        raise ValueError(f"kind must be one of {', '.join(TRANSFORMS)}, got {kind!r}.")
+    rng = np.random.default_rng(seed)
+    if kind == "none":
+        return images.copy()
+    if kind == "scale":
+        return scale_images(images, amount)
+    if kind == "rotate":
+        signs = rng.choice([-1, 1], size=len(images))
+        out = np.empty_like(images)
+        for sign in (-1, 1):
+            out[signs == sign] = rotate_images(images[signs == sign], sign * amount)
+        return out
+    amount = int(amount)
+    directions = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    picks = rng.integers(len(directions), size=len(images))
+    out = np.empty_like(images)
+    for k, (dy, dx) in enumerate(directions):
+        out[picks == k] = shift_images(images[picks == k], dy * amount, dx * amount)
+    return out
+
+
+def balanced_indices(labels, n):
+    """The first ``n // n_classes`` indices of each class, in order (n at most)."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    per_class = max(1, n // len(classes))
+    picked = np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in classes])
+    return np.sort(picked)
+
+
 class CapsuleDataset(keras.utils.PyDataset):
     """Batches shaped for the CapsNet model's named inputs and outputs.
 
     ``ds[i]`` is ``(x, y)`` with ``x = {"image": float32 (B, 28, 28, 1),
     "label": int32 (B,)}`` and ``y = {"lengths": float32 one-hot (B, 10),
-    "reconstruction": the same (possibly augmented) images}``. The last batch
+    "reconstruction": the same (possibly augmented) images}`` (``targets``
+    picks the keys of ``y``: ``("probabilities",)`` for the baseline CNN,
+    ``("lengths",)`` for a CapsNet without decoder). The last batch
     may be smaller. The order is reshuffled in ``on_epoch_end`` (or by
     ``set_epoch``); both order and augmentation depend only on ``seed``, the
     epoch and the batch index. ``capslib.train`` calls ``set_epoch`` with the
@@ -365,9 +436,16 @@ class CapsuleDataset(keras.utils.PyDataset):
         flip=True,
         seed=0,
         n_classes=10,
+        targets=("lengths", "reconstruction"),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        unknown = set(targets) - set(TARGETS)
+        if unknown or not targets:
+            raise ValueError(
+                f"targets must name some of {', '.join(TARGETS)}, got {tuple(targets)}."
+            )
+        self.targets = tuple(targets)
         images, labels = np.asarray(images), np.asarray(labels)
         if not np.issubdtype(images.dtype, np.floating):
             hint = (
@@ -440,10 +518,8 @@ class CapsuleDataset(keras.utils.PyDataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             x = augment_batch(x, rng, self.max_shift, self.flip)
         onehot = np.eye(self.n_classes, dtype=np.float32)[labels]
-        return (
-            {"image": x, "label": labels},
-            {"lengths": onehot, "reconstruction": x},
-        )
+        y = {"lengths": onehot, "probabilities": onehot, "reconstruction": x}
+        return {"image": x, "label": labels}, {k: y[k] for k in self.targets}
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -14,6 +14,7 @@ from keras import ops
 
 from capslib.layers import DigitCapsules, Length, Mask, PrimaryCapsules
 from capslib.losses import RECONSTRUCTION_WEIGHT, MarginLoss, ReconstructionLoss
+from capslib.routing import routing_rounds
 
 
 @keras.saving.register_keras_serializable(package="capslib")
@@ -158,6 +159,23 @@ class CapsNet(keras.Model):
         return ops.convert_to_numpy(c)
 
 
+    def routing_trace(self, images):
+        """NumPy arrays: the couplings of each routing round (rounds, batch,
+        1152, n_classes), the primary capsules' lengths (batch, 1152) and the
+        class capsules' lengths (batch, n_classes)."""
+        images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
+        self._check_images(images)
+        primary = self.primary_caps(self.conv1(images))
+        u_hat = self.digit_caps.predictions(primary)
+        rounds = routing_rounds(u_hat, self.routing_iterations,
+                                self.digit_caps.stop_inner_gradients)
+        couplings = []
+        for v, c in rounds:
+            couplings.append(ops.convert_to_numpy(c))
+        return (np.stack(couplings), ops.convert_to_numpy(ops.norm(primary, axis=-1)),
+                ops.convert_to_numpy(self.lengths(v)))
+
+
 def check_labels(labels, n_classes=10):
     """Raise a ValueError unless labels are integers in [0, n_classes)."""
     labels = np.asarray(labels)
@@ -179,6 +197,13 @@ def load_capsnet(path):
     Raises ModelFileError saying which of three things is wrong: no such file,
     not a Keras model file, or a Keras model that is not a CapsNet.
     """
+    return load_classifier(path, kinds=(CapsNet,))
+
+
+def load_classifier(path, kinds=None):
+    """Like ``load_capsnet``, for a CapsNet or the baseline CNN (``capslib.baseline``)."""
+    from capslib.baseline import BaselineCNN  # registers it for loading; it imports this module
+    kinds = kinds or (CapsNet, BaselineCNN)
     path = Path(path)
     if path.is_dir() and (path / "SHA256SUMS").is_file():
         from capslib.pretrained import load_pretrained  # it imports this module
@@ -194,9 +219,10 @@ def load_capsnet(path):
     except Exception as e:  # a damaged archive fails in many ways (zip, JSON, h5py)
         raise ModelFileError(f"{path}: not a readable Keras model file ({type(e).__name__}: "
                              f"{str(e)[:200]})") from e
-    if not isinstance(model, CapsNet):
+    if not isinstance(model, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
         raise ModelFileError(f"{path}: a Keras model ({type(model).__name__} "
-                             f"{model.name!r}) but not a CapsNet")
+                             f"{model.name!r}) but not a {names}")
     return model
 
 
@@ -223,14 +249,19 @@ def default_jit_compile():
     return False
 
 
+def learning_rate_schedule(learning_rate, lr_decay, steps_per_epoch=None):
+    """``learning_rate`` times ``lr_decay`` per epoch (a constant without steps_per_epoch)."""
+    if steps_per_epoch and lr_decay and lr_decay != 1.0:
+        return keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=int(steps_per_epoch), decay_rate=lr_decay,
+            staircase=True)
+    return learning_rate
+
+
 def compile_capsnet(model, learning_rate=1e-3, lr_decay=0.95, steps_per_epoch=None,
                     reconstruction_weight=RECONSTRUCTION_WEIGHT, jit_compile=None):
     """Adam with a per-epoch exponential decay, margin + weighted reconstruction loss."""
-    lr = learning_rate
-    if steps_per_epoch and lr_decay and lr_decay != 1.0:
-        lr = keras.optimizers.schedules.ExponentialDecay(
-            learning_rate, decay_steps=int(steps_per_epoch), decay_rate=lr_decay,
-            staircase=True)
+    lr = learning_rate_schedule(learning_rate, lr_decay, steps_per_epoch)
     losses = {"lengths": MarginLoss()}
     weights = {"lengths": 1.0}
     if model.has_decoder:

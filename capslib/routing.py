@@ -7,6 +7,7 @@ The paper leaves this open; this is what most re-implementations do, it
 trains as well and it is about 1.3x faster to train on CPU than
 back-propagating through every iteration (``stop_inner_gradients=False``).
 """
+import numpy as np
 from keras import ops
 
 from capslib.ops import squash
@@ -25,6 +26,14 @@ def routing_by_agreement(u_hat, iterations=3, stop_inner_gradients=True):
         final coupling coefficients (batch, n_in, n_out), a softmax over the
         parent axis (each child's coefficients sum to 1).
     """
+    for v, c in routing_rounds(u_hat, iterations, stop_inner_gradients):
+        pass
+    return v, c
+
+
+def routing_rounds(u_hat, iterations=3, stop_inner_gradients=True):
+    """Yield ``(v, c)`` after each routing round: the couplings of round 1
+    (uniform), then of round 2, ...; the last pair is ``routing_by_agreement``'s."""
     iterations = int(iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -46,4 +55,16 @@ def routing_by_agreement(u_hat, iterations=3, stop_inner_gradients=True):
         if not last:
             # Agreement: the scalar product of each prediction with its parent.
             logits = logits + ops.einsum("bijk,bjk->bij", u_hat_routing, v)
-    return v, c
+        yield v, c
+
+
+def coupling_entropy(c):
+    """Entropy (nats) of each child's couplings: c (..., n_parents) -> (...).
+
+    log(n_parents) when a child splits its output evenly (before routing),
+    0 when it sends everything to one parent (0 log 0 counts as 0). NumPy.
+    """
+    c = np.asarray(c, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(c > 0, c * np.log(c), 0.0)
+    return -terms.sum(axis=-1)

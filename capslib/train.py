@@ -24,8 +24,10 @@ import keras
 import numpy as np
 
 from capslib import data, device, scale, viz
+from capslib.baseline import build_baseline, class_scores, compile_baseline
 from capslib.config import ConfigError, TrainConfig, config_for_profile, setting_name
-from capslib.model import ModelFileError, build_capsnet, compile_capsnet, load_capsnet
+from capslib.model import (ModelFileError, build_capsnet, compile_capsnet, load_capsnet,
+                           load_classifier)
 from capslib.runs import (EpochCheckpoint, RunError, RunFolder, RunState, atomic_path,
                           read_log, write_json_atomic)
 
@@ -91,9 +93,11 @@ def _check_recipe(run, config):
     if saved is None:
         return
     current = config.to_dict()
-    differs = {k for k in current if saved.get(k) != current[k]} - _RESUMABLE_CHANGES
+    defaults = TrainConfig().to_dict()  # a setting added since the run began has its default
+    differs = {k for k in current if saved.get(k, defaults[k]) != current[k]}
+    differs -= _RESUMABLE_CHANGES
     if differs:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}"
+        details = ", ".join(f"{k}: {saved.get(k, defaults[k])!r} -> {current[k]!r}"
                             for k in sorted(differs))
         raise ConfigError(
             f"{run.path} holds a run with another recipe ({details}). "
@@ -114,10 +118,10 @@ def evaluate_model(model, x, y, batch_size=100):
     """Accuracy, per-class accuracy, confusion matrix and inference images/s."""
     data.CapsuleDataset(x, y, batch_size=batch_size)  # validates the arrays
     start = time.perf_counter()
-    lengths = model.predict(x, batch_size=batch_size, verbose=0)["lengths"]
+    scores = class_scores(model.predict(x, batch_size=batch_size, verbose=0))
     seconds = time.perf_counter() - start
-    pred = np.argmax(lengths, axis=1)
-    n_classes = lengths.shape[1]
+    pred = np.argmax(scores, axis=1)
+    n_classes = scores.shape[1]
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (y, pred), 1)
     per_class = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
@@ -184,7 +188,7 @@ def _train(run, config, data_dir, verbose, callbacks):
                        "diverged): there is no model to evaluate. Start a new run with a lower "
                        f"{setting_name('learning_rate')}.")
     try:
-        best = load_capsnet(run.best_path)
+        best = load_classifier(run.best_path)
     except ModelFileError as e:
         raise RunError(f"{e}. Restore it, or move the folder {run.path} away to start "
                        "over.") from None
@@ -196,6 +200,7 @@ def _train(run, config, data_dir, verbose, callbacks):
         "test_accuracy": test["accuracy"],
         "per_class_accuracy": test["per_class_accuracy"],
         "confusion_matrix": test["confusion_matrix"],
+        "model": config.model,
         "best_epoch": state.best_epoch,
         "epochs": state.epochs_done,
         "parameters": int(best.count_params()),
@@ -218,11 +223,30 @@ def _train(run, config, data_dir, verbose, callbacks):
     return metrics
 
 
+def _targets(config):
+    if config.model == "baseline":
+        return ("probabilities",)
+    return ("lengths", "reconstruction") if config.decoder else ("lengths",)
+
+
+def build_for_config(config, steps_per_epoch=None):
+    """The model ``config`` names (CapsNet or baseline CNN), built and compiled."""
+    if config.model == "baseline":
+        return compile_baseline(build_baseline(), config.learning_rate, config.lr_decay,
+                                steps_per_epoch=steps_per_epoch)
+    model = build_capsnet(routing_iterations=config.routing_iterations, decoder=config.decoder)
+    return compile_capsnet(model, config.learning_rate, config.lr_decay,
+                           steps_per_epoch=steps_per_epoch,
+                           reconstruction_weight=config.reconstruction_weight)
+
+
 def _fit(run, state, config, train, val, verbose, callbacks):
+    targets = _targets(config)
     train_data = data.CapsuleDataset(
         *train, batch_size=config.batch_size, shuffle=True, augment=config.augment,
-        max_shift=config.max_shift, flip=config.flip, seed=config.seed)
-    val_data = data.CapsuleDataset(*val, batch_size=config.batch_size, shuffle=False)
+        max_shift=config.max_shift, flip=config.flip, seed=config.seed, targets=targets)
+    val_data = data.CapsuleDataset(*val, batch_size=config.batch_size, shuffle=False,
+                                   targets=targets)
     fit_callbacks = [
         ThroughputLogger(len(train[0])),
         DatasetEpochSync(train_data),
@@ -232,10 +256,7 @@ def _fit(run, state, config, train, val, verbose, callbacks):
     if config.time_budget_s:
         fit_callbacks.append(scale.TimeBudget(config.time_budget_s))
     with scale.training_scope(config):
-        model = build_capsnet(routing_iterations=config.routing_iterations)
-        compile_capsnet(model, config.learning_rate, config.lr_decay,
-                        steps_per_epoch=len(train_data),
-                        reconstruction_weight=config.reconstruction_weight)
+        model = build_for_config(config, steps_per_epoch=len(train_data))
         if state.backup:
             _restore(model, run.path / state.backup)
         # shuffle=False: the dataset shuffles itself by seed and epoch; Keras' own
@@ -268,6 +289,8 @@ def _columns(rows):
 def _save_figures(run_dir, history, model, x_test, y_test, pred, n=10):
     with atomic_path(run_dir / "learning_curves.png") as tmp:
         viz.save(viz.plot_learning_curves(history), tmp)
+    if not getattr(model, "has_decoder", False):
+        return
     recon = model.predict(x_test[:n], verbose=0)["reconstruction"]
     with atomic_path(run_dir / "reconstructions.png") as tmp:
         viz.save(viz.plot_reconstructions(x_test[:n], recon, y_test[:n], pred[:n]), tmp)

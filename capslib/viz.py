@@ -61,7 +61,11 @@ def plot_learning_curves(history):
         if key in history:
             ax1.plot(epochs, history[key], "o-", label=label)
     ax1.set(xlabel="epoch", ylabel="total loss", title="Loss")
-    for key, label in (("lengths_accuracy", "training"), ("val_lengths_accuracy", "validation")):
+    # A CapsNet with its decoder logs lengths_accuracy; a one-output model
+    # (no decoder, the baseline CNN) logs accuracy.
+    name = next((k for k in ("lengths_accuracy", "probabilities_accuracy", "accuracy")
+                 if k in history), "accuracy")
+    for key, label in ((name, "training"), (f"val_{name}", "validation")):
         if key in history:
             ax2.plot(epochs, 100 * np.asarray(history[key], dtype=float), "o-", label=label)
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
@@ -174,6 +178,90 @@ def plot_couplings(c, class_names=CLASS_NAMES, grid=(6, 6), n_maps=32, title=Non
                  label=f"mean coupling (white = {uniform:.2f})")
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _ci95(accuracy, n):
+    """Half-width of a 95% normal-approximation interval for an accuracy on n images."""
+    accuracy = np.asarray(accuracy, dtype=float)
+    return 1.96 * np.sqrt(accuracy * (1 - accuracy) / n)
+
+
+def plot_transformed_accuracy(results, title=None):
+    """Accuracy (%) of each model of an experiment (``capslib.experiment``) on
+    each test set, with 95% intervals; ``results`` as in its ``results.json``."""
+    variants = results["variants"]
+    sets = list(results["test_sets"])
+    n = results["sizes"]["transformed"]
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(13, 5))
+    for k, entry in enumerate(variants.values()):
+        acc = np.array([entry["accuracy"][s] for s in sets])
+        x = np.arange(len(sets)) + (k - (len(variants) - 1) / 2) * width
+        ax.bar(x, 100 * acc, width, yerr=100 * _ci95(acc, n), capsize=3, label=entry["label"])
+    ax.set_xticks(range(len(sets)), sets, fontsize=11)
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 112), yticks=range(0, 101, 20),
+           xlabel=f"test set ({n:,} test images each; bars: 95% interval)")
+    ax.set_title(title or "Accuracy on test images the models never trained on", fontsize=13)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=10, ncol=len(variants), loc="upper center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_shift_sweep(results, title=None):
+    """Accuracy and the mean score of the true class against a horizontal shift,
+    one line per model; the band marks the shifts seen in training."""
+    shifts = results["sizes"]["shifts"]
+    n = results["sizes"]["sweep"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for entry in results["variants"].values():
+        sweep = entry["shift_sweep"]
+        axes[0].plot(shifts, 100 * np.asarray(sweep["accuracy"]), "o-", label=entry["label"])
+        axes[1].plot(shifts, sweep["true_class_score"], "o-", label=entry["label"])
+    axes[0].set(ylabel="accuracy (%)", ylim=(0, 100), title="Accuracy")
+    axes[1].set(ylabel="mean score of the true class", ylim=(0, 1),
+                title="Confidence: softmax (CNN) or capsule length")
+    for ax in axes:
+        ax.axvspan(-2, 2, color="grey", alpha=0.15)
+        ax.set_xlabel("horizontal shift (pixels; grey: seen in training)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=10)
+    fig.suptitle(title or f"Moving the garment sideways ({n:,} test images)", fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+def plot_routing_rounds(couplings, title=None):
+    """What routing does to the couplings, round by round (``results["couplings"]``):
+    their entropy against the uniform one, and the coupling to the predicted class."""
+    per_round = couplings["per_round"]
+    rounds = np.arange(1, len(per_round["entropy"]) + 1)
+    uniform = couplings["uniform_entropy"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    # The drop below the uniform entropy: tiny values stay readable.
+    axes[0].plot(rounds, uniform - np.asarray(per_round["entropy"]), "o-",
+                 label="mean over child capsules")
+    axes[0].plot(rounds, uniform - np.asarray(per_round["entropy_weighted"]), "s--",
+                 label="weighted by the child's length")
+    axes[0].axhline(0, color="grey", ls=":", label="uniform couplings (0)")
+    axes[0].set(ylabel="entropy below the uniform log 10 (nats)",
+                title=f"How concentrated (uniform entropy: {uniform:.3f})")
+    axes[0].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3), useOffset=False)
+    axes[1].plot(rounds, per_round["to_predicted"], "o-", label="to the predicted class")
+    axes[1].plot(rounds, per_round["max"], "s--", label="largest of the ten")
+    axes[1].axhline(0.1, color="grey", ls=":", label="uniform (0.1)")
+    axes[1].set(ylabel="mean coupling", title="Where to")
+    axes[1].ticklabel_format(axis="y", useOffset=False)
+    for ax in axes:
+        ax.set_xlabel("routing round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=10)
+    fig.suptitle(title or f"Couplings of the 3-round CapsNet over {couplings['n_images']:,} "
+                 "test images", fontsize=13)
+    fig.tight_layout()
     return fig
 
 

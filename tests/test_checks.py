@@ -104,6 +104,16 @@ def confusion_matrix(y_true, y_pred, n_classes=10):
     return cm
 
 
+def coupling_entropy(c):
+    c = np.asarray(c, dtype=float)
+    return -np.sum(c * np.log(np.maximum(c, 1e-12)), axis=-1)
+
+
+def accuracy_interval(accuracy, n, z=1.96):
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n)
+    return max(0.0, accuracy - half), min(1.0, accuracy + half)
+
+
 CORRECT = {  # check -> (right answer, number of ✓ lines)
     "shift_image": (shift_image, 6),
     "stratified_split": (stratified_split, 4),
@@ -119,6 +129,8 @@ CORRECT = {  # check -> (right answer, number of ✓ lines)
     "two_proportion_z_test": (two_proportion_z_test, 4),
     "tweak_pose": (tweak_pose, 2),
     "confusion_matrix": (confusion_matrix, 2),
+    "coupling_entropy": (coupling_entropy, 3),
+    "accuracy_interval": (accuracy_interval, 3),
 }
 
 
@@ -466,6 +478,29 @@ MISTAKES = [  # (check, wrong answer, phrase its message must contain)
         t[t == p], minlength=n_classes)), "counts only the diagonal"),
     ("confusion_matrix", lambda t, p, n_classes=10: confusion_matrix(t, p, n_classes) * 1.0,
      "count with integers"),
+
+    ("accuracy_interval", lambda a, n, z=1.96: (a - z * a * (1 - a) / n, a + z * a * (1 - a) / n),
+     "forgets the square root"),
+    ("accuracy_interval", lambda a, n, z=1.96: accuracy_interval(a, n, 1.0), "forgets z"),
+    ("accuracy_interval", lambda a, n, z=1.96: (a - z * math.sqrt(a * (1 - a)) / n,
+                                                a + z * math.sqrt(a * (1 - a)) / n),
+     "divides by n outside the square root"),
+    ("accuracy_interval", lambda a, n, z=1.96: (a - z * math.sqrt(a * (1 - a) / n),
+                                                a + z * math.sqrt(a * (1 - a) / n)),
+     "does not clip"),
+    ("accuracy_interval", lambda a, n, z=1.96: accuracy_interval(a, 1 / n, z),
+     "number of correct images"),
+    ("accuracy_interval", lambda a, n, z=1.96: accuracy_interval(a, n), "ignores the z argument"),
+    ("accuracy_interval", lambda a, n, z=1.96: [accuracy_interval(a, n, z)], "pair (low, high)"),
+
+    ("coupling_entropy", lambda c: coupling_entropy(c) / np.log(2), "log base 2"),
+    ("coupling_entropy", lambda c: -coupling_entropy(c), "wrong sign"),
+    ("coupling_entropy", lambda c: coupling_entropy(c) / c.shape[-1], "mean over the parents"),
+    ("coupling_entropy", lambda c: -np.sum(c * np.log(np.maximum(c, 1e-12)), axis=1),
+     "wrong axis"),
+    ("coupling_entropy", lambda c: -np.sum(c * np.log(c), axis=-1), "0 * log(0)"),
+    ("coupling_entropy", lambda c: -np.sum(c * np.log(np.maximum(c, 1e-12)), axis=-1,
+                                           keepdims=True), "one entropy per child"),
 ]
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from capslib import data
-from capslib.data import CapsuleDataset, DataError
+from capslib.data import (CapsuleDataset, DataError, balanced_indices, scale_images,
+                          transform_images)
 
 NAMES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -536,3 +537,56 @@ def test_set_epoch_gives_that_epoch_whatever_came_before():
         assert np.array_equal(walked[i][0]["label"], jumped[i][0]["label"])
     jumped.set_epoch(0)
     assert not np.array_equal(jumped[0][0]["image"], walked[0][0]["image"])
+
+
+# -- transformed test sets (notebook 08) ---------------------------------------
+
+
+def _dot_images(n, row=14, col=14):
+    images = np.zeros((n, 28, 28, 1), "float32")
+    images[:, row, col] = 1.0
+    return images
+
+
+def test_transform_shift_moves_each_image_by_amount_in_a_compass_direction():
+    moved = transform_images(_dot_images(200), "shift", 4, seed=3)
+    offsets = set()
+    for image in moved[..., 0]:
+        r, c = np.argwhere(image == 1.0)[0]
+        offsets.add((int(r) - 14, int(c) - 14))
+    assert offsets == {(dy, dx) for dy in (-4, 0, 4) for dx in (-4, 0, 4)} - {(0, 0)}
+    again = transform_images(_dot_images(200), "shift", 4, seed=3)
+    np.testing.assert_array_equal(moved, again)  # seeded
+
+
+def test_transform_rotate_turns_both_ways_and_none_is_a_copy():
+    images = np.zeros((40, 28, 28, 1), "float32")
+    images[:, 14, 4:24] = 1.0  # a horizontal bar
+    turned = transform_images(images, "rotate", 30, seed=0)
+    tops = {float(np.round(t[..., 0][:10, :14].sum(), 3)) for t in turned}
+    assert len(tops) == 2  # clockwise for some images, counter-clockwise for others
+    same = transform_images(images, "none")
+    assert same is not images and np.array_equal(same, images)
+    with pytest.raises(ValueError, match="kind must be one of none, shift, rotate, scale"):
+        transform_images(images, "flip")
+
+
+def test_scale_images_zooms_about_the_centre():
+    images = np.zeros((1, 28, 28, 1), "float32")
+    images[0, 9:19, 9:19] = 1.0  # a 10 x 10 square around the centre (13.5, 13.5)
+    small = scale_images(images, 0.5)[0, ..., 0]
+    big = scale_images(images, 1.5)[0, ..., 0]
+    assert small.sum() == pytest.approx(100 * 0.25, rel=0.15)
+    assert big.sum() == pytest.approx(100 * 2.25, rel=0.15)
+    for zoomed in (small, big):
+        r, c = np.argwhere(zoomed > 0.5).mean(axis=0)
+        assert r == pytest.approx(13.5, abs=0.6) and c == pytest.approx(13.5, abs=0.6)
+    with pytest.raises(ValueError, match="factor must be > 0"):
+        scale_images(images, 0)
+
+
+def test_balanced_indices_take_the_first_of_each_class():
+    labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1])
+    picked = balanced_indices(labels, 6)
+    np.testing.assert_array_equal(picked, [0, 1, 2, 3, 4, 6])
+    assert np.bincount(labels[picked]).tolist() == [2, 2, 2]

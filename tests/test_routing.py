@@ -81,3 +81,26 @@ def test_rejects_bad_iterations(bad):
 def test_rejects_bad_shape():
     with pytest.raises(ValueError, match="batch, n_in, n_out, d_out"):
         routing_by_agreement(np.zeros((2, 3, 4), "float32"))
+
+
+def test_routing_rounds_end_where_routing_by_agreement_ends():
+    from capslib.routing import routing_rounds
+    u_hat = np.random.default_rng(0).normal(size=(2, 12, 4, 5)).astype("float32")
+    rounds = list(routing_rounds(u_hat, 3))
+    assert len(rounds) == 3
+    np.testing.assert_allclose(np.asarray(rounds[0][1]), 0.25)  # round 1: uniform couplings
+    v, c = routing_by_agreement(u_hat, 3)
+    np.testing.assert_allclose(np.asarray(rounds[-1][0]), np.asarray(v), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(rounds[-1][1]), np.asarray(c), rtol=1e-6)
+
+
+def test_capsnet_routing_trace_shapes_and_last_round():
+    from capslib.model import build_capsnet
+    model = build_capsnet(routing_iterations=2, decoder=False)
+    x = np.random.default_rng(1).random((3, 28, 28, 1), dtype="float32")
+    couplings, child_lengths, lengths = model.routing_trace(x)
+    assert couplings.shape == (2, 3, 1152, 10)
+    assert child_lengths.shape == (3, 1152) and lengths.shape == (3, 10)
+    assert np.all((child_lengths >= 0) & (child_lengths < 1))
+    np.testing.assert_allclose(couplings[-1], model.coupling_coefficients(x), atol=1e-6)
+    np.testing.assert_allclose(lengths, np.asarray(model(x)["lengths"]), atol=1e-6)

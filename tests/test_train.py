@@ -63,6 +63,41 @@ def test_resume_refuses_another_recipe(tmp_path):
         train(TrainConfig(**{**TINY, "batch_size": 16}), tmp_path, verbose=0)
 
 
+def test_resume_accepts_a_recipe_from_before_a_setting_was_added(tmp_path):
+    saved = TrainConfig(**TINY).to_dict()
+    del saved["model"], saved["decoder"]  # written before these settings existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"another recipe \(model: 'capsnet' -> 'baseline'\)"):
+        train(TrainConfig(**{**TINY, "model": "baseline"}), tmp_path, verbose=0)
+
+
+def test_model_setting_is_checked():
+    with pytest.raises(ValueError, match="--model 'resnet': must be one of capsnet, baseline"):
+        TrainConfig(model="resnet").validate()
+    with pytest.raises(ValueError, match="--decoder 1: must be True or False"):
+        TrainConfig(decoder=1).validate()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("settings, parameters, accuracy_key", [
+    (dict(model="baseline"), 35_445_522, "probabilities_accuracy"),
+    (dict(decoder=False, routing_iterations=1), 6_804_224, "accuracy"),
+])
+def test_one_job_trains_the_baseline_and_a_capsnet_without_decoder(
+        tmp_path, settings, parameters, accuracy_key):
+    config = TrainConfig(**{**TINY, "epochs": 1, "train_limit": 64, "test_limit": 50,
+                            **settings})
+    metrics = train(config, tmp_path, verbose=0)
+    assert metrics["parameters"] == parameters
+    assert metrics["model"] == config.model and metrics["n_test"] == 50
+    assert 0 <= metrics["test_accuracy"] <= 1
+    history = read_log(tmp_path / "log.csv")
+    assert "val_loss" in history and (f"val_{accuracy_key}" in history
+                                      or "val_accuracy" in history)
+    assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+    assert not (tmp_path / "reconstructions.png").exists()  # no decoder, nothing to redraw
+
+
 def test_quick_profile_caps_the_recipe(monkeypatch):
     monkeypatch.setenv("CAPSLIB_PROFILE", "quick")
     config = config_for_profile(epochs=50, train_limit=100)

@@ -1,0 +1,268 @@
+"""Does routing help? The experiment of notebook 08, from the command line.
+
+On one split, one recipe and one number of epochs, the ``train`` job trains
+four models: the paper's baseline CNN, CapsNet with 1 routing round, with 3,
+and with 3 but no decoder. Each is selected on validation loss and tested
+once on the test set (by the job); then every model is measured on test
+images it never trained on, moved further than the training's 2 px, turned
+or zoomed (``capslib.data.transform_images``), on a horizontal shift sweep,
+and the 3-round CapsNet's couplings are traced round by round over the whole
+test set::
+
+    python -m capslib experiment --profile class --out results/routing-class
+
+Each model's run lives in ``--runs-dir`` (resumable: run the same command
+again after an interruption), each measurement is kept as soon as it is
+made, and ``--out`` gets ``results.json``, the models' ``metrics.json`` and
+``log.csv``, and a README with the command and the hardware.
+"""
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from capslib import data, device
+from capslib.baseline import class_scores
+from capslib.config import ConfigError, config_for_profile, get_profile
+from capslib.model import load_classifier
+from capslib.routing import coupling_entropy
+from capslib.runs import RunFolder, write_json_atomic, write_text_atomic
+
+# name -> (what the reader sees, the train job's settings)
+VARIANTS = {
+    "baseline_cnn": ("baseline CNN (35.4M)", dict(model="baseline")),
+    "capsnet_r1": ("CapsNet, 1 routing round", dict(routing_iterations=1)),
+    "capsnet_r3": ("CapsNet, 3 routing rounds", dict(routing_iterations=3)),
+    "capsnet_r3_no_decoder": ("CapsNet, 3 rounds, no decoder",
+                              dict(routing_iterations=3, decoder=False)),
+}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRACED = "capsnet_r3"  # the model whose couplings are traced
+
+# name -> (kind, amount) for capslib.data.transform_images
+TEST_SETS = {
+    "clean (same images)": ("none", 0),
+    "shift 4 px": ("shift", 4),
+    "shift 6 px": ("shift", 6),
+    "rotate 15°": ("rotate", 15),
+    "rotate 30°": ("rotate", 30),
+    "zoom 0.75": ("scale", 0.75),
+    "zoom 1.25": ("scale", 1.25),
+}
+SHIFTS = tuple(range(-6, 7))  # the horizontal sweep, px
+
+# Sizes per profile: the train job's overrides, then how many test images the
+# transformed sets and the shift sweep use (balanced over the classes).
+SIZES = {
+    "full": dict(train={}, transformed=10_000, sweep=1000),
+    "lesson": dict(train={}, transformed=10_000, sweep=1000),
+    # ~45 minutes on 2 CPU cores, most of it the baseline CNN (~10 images/s).
+    "class": dict(train=dict(train_limit=5000, val_size=2000), transformed=2000, sweep=200),
+    "quick": dict(train=dict(epochs=1, train_limit=100, val_size=100, test_limit=200),
+                  transformed=50, sweep=10),
+}
+SEED = 0  # of the transformations
+
+
+def experiment_configs(profile):
+    """The train job's TrainConfig of each variant at ``profile``."""
+    sizes = SIZES[profile]["train"]
+    return {name: config_for_profile(profile, **sizes, **settings)
+            for name, (_, settings) in VARIANTS.items()}
+
+
+def run_experiment(profile=None, runs_dir=None, out=None, data_dir=None, verbose=2,
+                   command=None):
+    """Train (or resume) the four models, measure them, write ``out``; return the results."""
+    from capslib.train import prepare_data, train  # train imports this package's models
+
+    profile = profile or get_profile("class")
+    if profile not in SIZES:
+        raise ConfigError(f"profile {profile!r} is not one of {', '.join(SIZES)}")
+    runs_dir = Path(runs_dir or Path("runs") / f"experiment-{profile}")
+    out = Path(out or Path("results") / f"routing-{profile}")
+    sizes = SIZES[profile]
+    configs = experiment_configs(profile)
+    start = time.perf_counter()
+    print(f"Experiment at the {profile} profile: {len(configs)} models in "
+          f"{_shown(runs_dir)}, results in {_shown(out)}.")
+
+    results = {"profile": profile, "variants": {}, "test_sets": {}}
+    for k, (name, config) in enumerate(configs.items()):
+        print(f"\n[{k + 1}/{len(configs)}] {name}: training ({config.epochs} epochs on "
+              f"{config.train_limit or 'all'} images)")
+        metrics = train(config, run_dir=runs_dir / name, data_dir=data_dir, verbose=verbose)
+        results["variants"][name] = {"label": VARIANTS[name][0], "metrics": metrics}
+
+    config = next(iter(configs.values()))
+    _, _, (x_test, y_test) = prepare_data(config, data_dir)
+    picked = data.balanced_indices(y_test, sizes["transformed"])
+    swept = data.balanced_indices(y_test, sizes["sweep"])
+    sets = {name: data.transform_images(x_test[picked], kind, amount, seed=SEED)
+            for name, (kind, amount) in TEST_SETS.items()}
+    results["test_sets"] = {name: {"kind": kind, "amount": amount, "n": len(picked)}
+                            for name, (kind, amount) in TEST_SETS.items()}
+    for name in configs:
+        entry = results["variants"][name]
+        print(f"\n{name}: {len(sets)} test sets of {len(picked)} images, {len(SHIFTS)} shifts of "
+              f"{len(swept)} images")
+        entry.update(_measure(runs_dir / name, sets, y_test[picked], x_test[swept],
+                              y_test[swept], config.batch_size))
+        if name == TRACED:
+            print(f"{name}: couplings round by round over {len(x_test):,} test images")
+            results["couplings"] = _traced(runs_dir / name, x_test)
+
+    session = time.perf_counter() - start
+    results.update(
+        command=command or f"capslib.experiment.run_experiment({profile!r})",
+        sizes={"transformed": len(picked), "sweep": len(swept), "shifts": list(SHIFTS),
+               "n_test": len(x_test)},
+        hardware=_hardware(), backend=keras.backend.backend(),
+        keras_version=keras.__version__, wall_seconds_this_session=session,
+        wall_seconds=_add_elapsed(runs_dir, session))
+    _write(out, runs_dir, results)
+    print(f"\nWritten to {_shown(out)} in {session / 60:.1f} minutes "
+          f"({results['wall_seconds'] / 60:.1f} in all sessions of this experiment).")
+    return results
+
+
+def _measure(run_dir, sets, labels, sweep_images, sweep_labels, batch_size):
+    """Accuracy on each transformed set and the shift sweep, kept in the run folder."""
+    kept = RunFolder(run_dir).read_json(run_dir / "transformed.json", "the measurements")
+    if kept is not None and set(kept["accuracy"]) == set(sets):
+        return kept
+    model = load_classifier(run_dir / "best.keras")
+    accuracy = {}
+    bar = keras.utils.Progbar(len(sets) + len(SHIFTS), unit_name="test set")
+    for k, (name, images) in enumerate(sets.items()):
+        scores = class_scores(model.predict(images, batch_size=batch_size, verbose=0))
+        accuracy[name] = float(np.mean(np.argmax(scores, axis=1) == labels))
+        bar.update(k + 1)
+    sweep = {"accuracy": [], "true_class_score": []}
+    for k, dx in enumerate(SHIFTS):
+        moved = data.shift_images(sweep_images, 0, dx)
+        scores = class_scores(model.predict(moved, batch_size=batch_size, verbose=0))
+        sweep["accuracy"].append(float(np.mean(np.argmax(scores, axis=1) == sweep_labels)))
+        sweep["true_class_score"].append(
+            float(np.mean(scores[np.arange(len(scores)), sweep_labels])))
+        bar.update(len(sets) + k + 1)
+    kept = {"accuracy": accuracy, "shift_sweep": sweep}
+    write_json_atomic(run_dir / "transformed.json", kept)
+    return kept
+
+
+def _traced(run_dir, images, batch_size=100):
+    """Round by round over ``images``: the couplings' entropy (nats; log 10 is
+    uniform), their largest value and the coupling to the predicted class, per
+    child capsule, plain and weighted by the child's length."""
+    kept = RunFolder(run_dir).read_json(run_dir / "couplings.json", "the couplings")
+    if kept is not None and kept["n_images"] == len(images):
+        return kept
+    model = load_classifier(run_dir / "best.keras")
+    sums = None
+    n_children = 0
+    bar = keras.utils.Progbar(len(images), unit_name="image")
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        # (rounds, b, i, j), (b, i), (b, j)
+        couplings, child_lengths, lengths = model.routing_trace(batch)
+        predicted = np.argmax(lengths, axis=1)
+        entropy = coupling_entropy(couplings)
+        to_predicted = np.take_along_axis(
+            couplings, predicted[None, :, None, None], axis=-1)[..., 0]
+        top_two = np.sort(couplings, axis=-1)[..., -2:]
+        # Strictly the strongest: in round 1 all ten are tied, and none is.
+        strongest = ((couplings.argmax(axis=-1) == predicted[None, :, None])
+                     & (top_two[..., 1] > top_two[..., 0]))
+        stats = {"entropy": entropy, "max": couplings.max(axis=-1),
+                 "to_predicted": to_predicted,
+                 "predicted_is_strongest": strongest.astype(float)}
+        weights = child_lengths[None]
+        batch_sums = {}
+        for key, value in stats.items():
+            batch_sums[key] = value.sum(axis=(1, 2))
+            batch_sums[f"{key}_weighted"] = (value * weights).sum(axis=(1, 2))
+        batch_sums["weight"] = np.broadcast_to(weights, entropy.shape).sum(axis=(1, 2))
+        sums = batch_sums if sums is None else {k: sums[k] + v for k, v in batch_sums.items()}
+        n_children += entropy.shape[1] * entropy.shape[2]
+        bar.update(min(start + batch_size, len(images)))
+    rounds = {}
+    for key in ("entropy", "max", "to_predicted", "predicted_is_strongest"):
+        rounds[key] = (sums[key] / n_children).tolist()
+        rounds[f"{key}_weighted"] = (sums[f"{key}_weighted"] / sums["weight"]).tolist()
+    kept = {"n_images": len(images), "n_children_per_image": int(couplings.shape[2]),
+            "uniform_entropy": float(np.log(couplings.shape[-1])), "per_round": rounds}
+    write_json_atomic(run_dir / "couplings.json", kept)
+    return kept
+
+
+def _add_elapsed(runs_dir, seconds):
+    """Total wall time of the experiment over all its sessions (an interrupted one resumes)."""
+    path = runs_dir / "elapsed.json"
+    kept = RunFolder(runs_dir).read_json(path, "the experiment's time") or {"seconds": 0.0}
+    total = kept["seconds"] + seconds
+    write_json_atomic(path, {"seconds": total})
+    return total
+
+
+def _shown(path):
+    """``path`` relative to the working folder when close to it (a notebook's ``..``)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith(os.path.join("..", "..")) else relative
+
+
+def _hardware():
+    return {"device": device.device_description(), "machine": platform.machine(),
+            "python": platform.python_version()}
+
+
+def _write(out, runs_dir, results):
+    out.mkdir(parents=True, exist_ok=True)
+    for name in results["variants"]:
+        (out / name).mkdir(exist_ok=True)
+        for file in ("metrics.json", "log.csv", "learning_curves.png"):
+            if (runs_dir / name / file).is_file():
+                shutil.copyfile(runs_dir / name / file, out / name / file)
+    write_json_atomic(out / "results.json", results)
+    write_text_atomic(out / "README.md", _readme(results))
+
+
+def _readme(results):
+    rows = [f"| {entry['label']} | {entry['metrics']['parameters']:,} | "
+            f"{100 * entry['metrics']['val_accuracy']:.2f} | "
+            f"{100 * entry['metrics']['test_accuracy']:.2f} | "
+            + " | ".join(f"{100 * a:.1f}" for a in entry["accuracy"].values()) + " |"
+            for entry in results["variants"].values()]
+    sets = list(results["test_sets"])
+    config = next(iter(results["variants"].values()))["metrics"]["config"]
+    return "\n".join([
+        f"# Does routing help? ({results['profile']} profile)", "",
+        "Made by (from the repository root):", "", "```",
+        results["command"], "```", "",
+        f"Hardware: {results['hardware']['device']}; Keras {results['keras_version']} "
+        f"({results['backend']}); {results['wall_seconds'] / 60:.0f} minutes in all (every "
+        "session of the experiment).",
+        f"Recipe of every model: {config['epochs']} epochs on {config['train_limit'] or 'all'} "
+        f"training images, validation split of {config['val_size']} (seed {config['seed']}), "
+        "best epoch by validation loss, test set evaluated once (test %). Transformed sets: "
+        f"{results['sizes']['transformed']} test images (balanced), seed {SEED}.", "",
+        "| model | parameters | val % | test % | " + " | ".join(sets) + " |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in sets) + " |",
+        *rows, "",
+        "Notebook 08 reads `results.json`; each model's `metrics.json` and `log.csv` are "
+        "beside it.", ""])
+
+
+def load_results(path):
+    """The ``results.json`` of an experiment folder (or the file itself)."""
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no results. Make them with `python -m capslib experiment`.")
+    return json.loads(path.read_text())

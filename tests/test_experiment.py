@@ -1,0 +1,63 @@
+"""The routing experiment (notebook 08) end to end, on a handful of images."""
+import json
+
+import numpy as np
+import pytest
+
+from capslib import experiment
+
+pytestmark = pytest.mark.heavy
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(experiment.SIZES, "quick", dict(
+        train=dict(epochs=1, train_limit=32, val_size=40, test_limit=30),
+        transformed=20, sweep=10))
+    monkeypatch.setattr(experiment, "SHIFTS", (-3, 0, 3))
+    # Two of the four models keep it short (notebook 08 runs all four under CI).
+    monkeypatch.setattr(experiment, "VARIANTS", {
+        k: experiment.VARIANTS[k] for k in ("baseline_cnn", "capsnet_r3")})
+
+
+def test_experiment_trains_measures_and_writes_results(tmp_path, tiny, monkeypatch):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    results = experiment.run_experiment("quick", runs, out, verbose=0, command="the command")
+    assert list(results["variants"]) == list(experiment.VARIANTS)
+    params = {k: v["metrics"]["parameters"] for k, v in results["variants"].items()}
+    assert params == {"baseline_cnn": 35_445_522, "capsnet_r3": 8_215_568}
+    n = results["sizes"]["transformed"]  # at most 20: the 30 test images lack some classes
+    assert 10 <= n <= 20 and results["test_sets"]["shift 4 px"]["n"] == n
+    for entry in results["variants"].values():
+        assert set(entry["accuracy"]) == set(experiment.TEST_SETS)
+        # Accuracies are whole multiples of 1 / n.
+        assert all(0 <= a <= 1 and abs(n * a - round(n * a)) < 1e-9
+                   for a in entry["accuracy"].values())
+        assert len(entry["shift_sweep"]["accuracy"]) == 3
+        assert entry["metrics"]["n_test"] == 30 and entry["metrics"]["n_train"] == 32
+    couplings = results["couplings"]
+    assert couplings["n_images"] == 30 and couplings["n_children_per_image"] == 1152
+    entropy = couplings["per_round"]["entropy"]
+    assert len(entropy) == 3
+    assert entropy[0] == pytest.approx(np.log(10), abs=1e-5)  # round 1 is uniform
+    assert all(e <= np.log(10) + 1e-5 for e in entropy)
+
+    written = json.loads((out / "results.json").read_text())
+    assert written["command"] == "the command" and written["sizes"]["transformed"] == n
+    readme = (out / "README.md").read_text()
+    assert "the command" in readme and "| CapsNet, 3 routing rounds | 8,215,568 |" in readme
+    for name in experiment.VARIANTS:
+        assert (out / name / "metrics.json").is_file() and (out / name / "log.csv").is_file()
+
+    # Run again (as after an interruption): nothing is trained or measured twice.
+    def no_loading(path, kinds=None):
+        raise AssertionError(f"{path} was loaded again")
+    monkeypatch.setattr(experiment, "load_classifier", no_loading)
+    again = experiment.run_experiment("quick", runs, out, verbose=0, command="the command")
+    assert again["variants"]["capsnet_r3"]["accuracy"] == results["variants"]["capsnet_r3"]["accuracy"]
+    assert again["couplings"] == results["couplings"]
+
+
+def test_load_results_says_how_to_make_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m capslib experiment"):
+        experiment.load_results(tmp_path)
