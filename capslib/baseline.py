@@ -15,12 +15,14 @@ that ``capslib.train`` trains both with one job, and returns
 import keras
 from keras import ops
 
+from capslib.model import ConfigModel, default_jit_compile, learning_rate_schedule
+
 PACKAGE = "capslib"
 OUTPUT = "probabilities"
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class BaselineCNN(keras.Model):
+class BaselineCNN(ConfigModel):
     """conv 256@5x5 -> conv 256@5x5 -> conv 128@5x5 -> FC 328 -> FC 192 -> dropout -> softmax."""
 
     def __init__(self, image_shape=(28, 28, 1), n_classes=10, conv_filters=(256, 256, 128),
@@ -50,16 +52,6 @@ class BaselineCNN(keras.Model):
             shape = layer.compute_output_shape(shape)
         self.built = True
 
-    def get_config(self):
-        return {**super().get_config(), **self._config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config.pop("trainable", None)
-        config.pop("dtype", None)
-        return cls(**config)
-
     def call(self, inputs, training=False):
         images = inputs["image"] if isinstance(inputs, dict) else inputs
         shape = tuple(images.shape)
@@ -76,11 +68,6 @@ class BaselineCNN(keras.Model):
         x = self.dropout(x, training=training)
         return {OUTPUT: self.classifier(x)}
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(y, dict) and isinstance(y_pred, dict):
-            y_pred = {k: v for k, v in y_pred.items() if k in y}
-        return super().compute_metrics(x, y, y_pred, sample_weight)
-
 
 def build_baseline(**kwargs):
     """The paper's baseline CNN, built: ``count_params()`` is 35,445,522."""
@@ -92,7 +79,6 @@ def build_baseline(**kwargs):
 def compile_baseline(model, learning_rate=1e-3, lr_decay=0.95, steps_per_epoch=None,
                      jit_compile=None):
     """The CapsNet recipe's optimizer and schedule, with cross-entropy loss."""
-    from capslib.model import default_jit_compile, learning_rate_schedule
     model.compile(
         optimizer=keras.optimizers.Adam(
             learning_rate_schedule(learning_rate, lr_decay, steps_per_epoch)),

@@ -17,8 +17,29 @@ from capslib.losses import RECONSTRUCTION_WEIGHT, MarginLoss, ReconstructionLoss
 from capslib.routing import routing_rounds
 
 
+class ConfigModel(keras.Model):
+    """A model whose constructor arguments are its config (``self._config``),
+    and whose metrics skip the outputs that have no target (CapsNet's poses)."""
+
+    def get_config(self):
+        return {**super().get_config(), **self._config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("trainable", None)
+        config.pop("dtype", None)
+        return cls(**config)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Keras matches metrics to every output; an output without target has none.
+        if isinstance(y, dict) and isinstance(y_pred, dict):
+            y_pred = {k: v for k, v in y_pred.items() if k in y}
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+
 @keras.saving.register_keras_serializable(package="capslib")
-class CapsNet(keras.Model):
+class CapsNet(ConfigModel):
     """Inputs: images (batch, 28, 28, 1) float in [0, 1], or a dict
     ``{"image": images, "label": int labels}`` (labels are used to mask only
     when ``training=True``). Outputs: a dict with ``lengths`` (batch, 10),
@@ -80,16 +101,6 @@ class CapsNet(keras.Model):
             self.decoder.build((None, self.n_classes * self.digit_dims))
         self.built = True
 
-    def get_config(self):
-        return {**super().get_config(), **self._config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config.pop("trainable", None)
-        config.pop("dtype", None)
-        return cls(**config)
-
     # -- forward pass -------------------------------------------------------
     def _split_inputs(self, inputs):
         if isinstance(inputs, dict):
@@ -134,12 +145,6 @@ class CapsNet(keras.Model):
             masked = self.mask(poses, lengths=lengths, labels=labels if training else None)
             outputs["reconstruction"] = self.decoder(masked)
         return outputs
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        # Keras matches metrics to every output; `poses` has no target.
-        if isinstance(y, dict) and isinstance(y_pred, dict):
-            y_pred = {k: v for k, v in y_pred.items() if k in y}
-        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     # -- tools for notebooks ----------------------------------------------------
     def decode(self, poses, labels):
