@@ -258,6 +258,15 @@ def _readme(results):
         "beside it.", ""])
 
 
+def committed_results(name="routing-class"):
+    """The folder ``results/<name>`` of the repository: from the working folder
+    or its parent (the notebooks' ``..``), else beside the capslib package."""
+    for root in (Path.cwd(), Path.cwd().parent, REPO_ROOT):
+        if (root / "results" / name / "results.json").is_file():
+            return root / "results" / name
+    return REPO_ROOT / "results" / name  # load_results says what is missing
+
+
 def load_results(path):
     """The ``results.json`` of an experiment folder (or the file itself)."""
     path = Path(path)

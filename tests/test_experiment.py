@@ -61,3 +61,16 @@ def test_experiment_trains_measures_and_writes_results(tmp_path, tiny, monkeypat
 def test_load_results_says_how_to_make_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m capslib experiment"):
         experiment.load_results(tmp_path)
+
+
+def test_committed_results_are_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = experiment.committed_results()
+    assert folder == experiment.REPO_ROOT / "results" / "routing-class"
+    results = experiment.load_results(folder)
+    assert list(results["variants"]) == list(experiment.VARIANTS)
+    assert list(results["test_sets"]) == list(experiment.TEST_SETS)
+    assert results["command"].startswith("python -m capslib experiment")
+    for name, entry in results["variants"].items():
+        assert entry["metrics"]["n_test"] == results["sizes"]["n_test"] == 10_000
+        assert (folder / name / "metrics.json").is_file()

@@ -37,6 +37,12 @@ ENV = {**os.environ, "CAPSLIB_PROFILE": "quick", "TF_CPP_MIN_LOG_LEVEL": "3",
 TIMING = {"epoch_seconds", "train_images_per_s"}  # the only columns allowed to differ
 
 
+def default_sigint():
+    """In the child, before Python starts: Ctrl-C as in a terminal. A test run started in
+    the background by a shell (`cmd &`) ignores SIGINT, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def config():
     return config_for_profile("quick", **TINY)
 
@@ -87,7 +93,7 @@ def test_killed_at_chosen_points_it_ends_as_if_never_interrupted(tmp_path, refer
         done = subprocess.run(
             [sys.executable, str(REPO / "tests" / "interrupt_child.py"), str(run), point,
              sig.name[3:], json.dumps(TINY)], env=ENV, capture_output=True, text=True,
-            timeout=300)
+            timeout=300, preexec_fn=default_sigint)
         assert done.returncode == -sig, f"{point}: {done.stderr[-3000:]}"
         assert_resumable(run)
     metrics = train(config(), run, verbose=0)  # the last rerun finishes the job
@@ -116,7 +122,7 @@ def test_a_second_job_is_refused_and_ctrl_c_on_the_command_line_resumes(
     run = tmp_path / "run"
     job = subprocess.Popen([sys.executable, "-m", "capslib", "train", "--run-dir", str(run),
                             "--verbose", "0", *FLAGS], env=ENV, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         wait_for(lambda: lock_holder(run) == job.pid)
         # A second job on the same folder: refused at once, naming the first one.
