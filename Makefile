@@ -25,8 +25,9 @@ lab: $(STAMP)
 
 # Unit tests under TensorFlow (the default), then under JAX without the
 # training-heavy ones (XLA trains ~30x slower on CPU), then the notebooks.
+# --durations: the CI log names the slowest tests (the CI time budget is 20 min).
 test: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q --durations=8 tests
 	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -q -m "not heavy" tests
 	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 	  $(TEST_ENV) $(PY) -m pytest -q --nbval --nbval-current-env \

@@ -386,7 +386,8 @@ def transform_images(images, kind, amount=0, seed=0):
         signs = rng.choice([-1, 1], size=len(images))
         out = np.empty_like(images)
         for sign in (-1, 1):
-            out[signs == sign] = rotate_images(images[signs == sign], sign * amount)
+            if np.any(signs == sign):
+                out[signs == sign] = rotate_images(images[signs == sign], sign * amount)
         return out
     amount = int(amount)
     directions = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]

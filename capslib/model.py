@@ -163,7 +163,6 @@ class CapsNet(ConfigModel):
         _, c = self.encode(images, return_couplings=True)
         return ops.convert_to_numpy(c)
 
-
     def routing_trace(self, images):
         """NumPy arrays: the couplings of each routing round (rounds, batch,
         1152, n_classes), the primary capsules' lengths (batch, 1152) and the
@@ -172,13 +171,12 @@ class CapsNet(ConfigModel):
         self._check_images(images)
         primary = self.primary_caps(self.conv1(images))
         u_hat = self.digit_caps.predictions(primary)
-        rounds = routing_rounds(u_hat, self.routing_iterations,
-                                self.digit_caps.stop_inner_gradients)
-        couplings = []
-        for v, c in rounds:
-            couplings.append(ops.convert_to_numpy(c))
-        return (np.stack(couplings), ops.convert_to_numpy(ops.norm(primary, axis=-1)),
-                ops.convert_to_numpy(self.lengths(v)))
+        rounds = list(routing_rounds(u_hat, self.routing_iterations,
+                                     self.digit_caps.stop_inner_gradients))
+        couplings = np.stack([ops.convert_to_numpy(c) for _, c in rounds])
+        last_v = rounds[-1][0]
+        return (couplings, ops.convert_to_numpy(ops.norm(primary, axis=-1)),
+                ops.convert_to_numpy(self.lengths(last_v)))
 
 
 def check_labels(labels, n_classes=10):
