@@ -4,6 +4,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from capslib.data import CLASS_NAMES
+from capslib.stats import accuracy_interval
 
 
 def _images(x):
@@ -181,12 +182,6 @@ def plot_couplings(c, class_names=CLASS_NAMES, grid=(6, 6), n_maps=32, title=Non
     return fig
 
 
-def _ci95(accuracy, n):
-    """Half-width of a 95% normal-approximation interval for an accuracy on n images."""
-    accuracy = np.asarray(accuracy, dtype=float)
-    return 1.96 * np.sqrt(accuracy * (1 - accuracy) / n)
-
-
 def plot_transformed_accuracy(results, title=None):
     """Accuracy (%) of each model of an experiment (``capslib.experiment``) on
     each test set, with 95% intervals; ``results`` as in its ``results.json``."""
@@ -198,7 +193,9 @@ def plot_transformed_accuracy(results, title=None):
     for k, entry in enumerate(variants.values()):
         acc = np.array([entry["accuracy"][s] for s in sets])
         x = np.arange(len(sets)) + (k - (len(variants) - 1) / 2) * width
-        ax.bar(x, 100 * acc, width, yerr=100 * _ci95(acc, n), capsize=3, label=entry["label"])
+        bounds = np.array([accuracy_interval(a, n) for a in acc]).T  # (low, high) rows
+        ax.bar(x, 100 * acc, width, yerr=100 * np.abs(bounds - acc), capsize=3,
+               label=entry["label"])
     ax.set_xticks(range(len(sets)), sets, fontsize=11)
     ax.set(ylabel="test accuracy (%)", ylim=(0, 112), yticks=range(0, 101, 20),
            xlabel=f"test set ({n:,} test images each; bars: 95% interval)")
