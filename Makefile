@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Quick profile keeps tests and notebooks small enough for CI on CPUs.
 TEST_ENV := CAPSLIB_PROFILE=quick
 
-.PHONY: install lab test train bench student clean
+.PHONY: install lab test train bench student handout collect formgrader clean
 
 install: $(STAMP)
 
@@ -20,8 +20,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Jupyter refuses root unless told (containers, Colab-like machines run as root).
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+# The teacher's JupyterLab starts in the course root, $(COURSE)/, serving the whole
+# repository: nbgrader's extensions find $(COURSE)/nbgrader_config.py there, so the
+# gradebook is $(COURSE)/gradebook.db (never one at the repository root), and this
+# environment's bin/ comes first on PATH (the formgrader runs `alembic` from PATH).
+COURSE ?= classroom
+TEACHER_LAB = cd $(COURSE) && PATH="$(abspath $(VENV))/bin:$$PATH" \
+	"$(abspath $(VENV))/bin/jupyter" lab $(LAB_ARGS) --ServerApp.root_dir=..
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/
+	$(TEACHER_LAB) --LabApp.default_url=/lab/tree/notebooks
+
+# nbgrader's formgrader (assignments, submissions, Manage students) on $(COURSE)/.
+formgrader: $(STAMP)
+	$(TEACHER_LAB) --LabApp.default_url=/formgrader
 
 # Unit tests under TensorFlow (the default), then under JAX without the
 # training-heavy ones (XLA trains ~30x slower on CPU), then the notebooks.
@@ -38,6 +49,17 @@ test: $(STAMP)
 # (committed; regenerate after editing a notebook). See TEACHING.md.
 student: $(STAMP)
 	$(PY) scripts/classroom.py student
+
+# The students' hand-out, without answers: build/handout/capsnet-student/ and its .zip
+# (ARGS="--git": also a git repository of it; see scripts/handout.py).
+handout: $(STAMP)
+	$(PY) scripts/classroom.py handout $(ARGS)
+
+# Downloaded submissions -> classroom/submitted/ (any LMS's or browser's file names):
+# make collect FROM=~/Downloads/submissions [NB=02_primary_capsules] [ROSTER=roster.csv]
+NB ?= ALL
+collect: $(STAMP)
+	$(PY) scripts/classroom.py collect $(NB) --from "$(FROM)" $(if $(ROSTER),--roster "$(ROSTER)")
 
 train: $(STAMP)
 	$(PY) -m capslib train $(ARGS)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m capslib {train,evaluate,experiment,bench} --help``.
+"""Command line: ``python -m capslib {train,evaluate,ship,experiment,bench} --help``.
 
 A user's mistake (a flag out of range, a run folder in use or damaged, a
 model file that is not a CapsNet, a full disk) prints one line and no
@@ -76,6 +76,13 @@ def main(argv=None):
     p_eval.add_argument("model")
     p_eval.add_argument("--profile", choices=PROFILES)
     p_eval.add_argument("--data-dir")
+    p_ship = sub.add_parser("ship", parents=[common],
+                            help="ship a finished run as the course's model (float16, card, sums)")
+    p_ship.add_argument("run_dir")
+    p_ship.add_argument("--out", default=None, help="default data/capsnet-fashion-mnist")
+    p_ship.add_argument("--command-used", default=None,
+                        help="the train command of the run, for the model card")
+    p_ship.add_argument("--data-dir")
     p_exp = sub.add_parser(
         "experiment", parents=[common],
         help="does routing help? baseline CNN vs CapsNet r=1, r=3, r=3 without decoder")
@@ -141,6 +148,14 @@ def _run(args):
         from capslib.train import evaluate
         result = evaluate(args.model, config_for_profile(args.profile), args.data_dir)
         print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "ship":
+        from capslib import pretrained
+        out = args.out or pretrained.SHIPPED_DIR
+        metrics = pretrained.ship_run(args.run_dir, out, args.command_used, args.data_dir)
+        print(f"shipped {args.run_dir} to {out}: validation {metrics['val_accuracy']:.2%}, "
+              f"test {metrics['test_accuracy']:.2%} (once), float16 weights "
+              f"{metrics['shipped_weights']['test_accuracy']:.2%}")
         return 0
     if args.command == "experiment":
         from capslib.experiment import run_experiment

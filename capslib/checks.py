@@ -2,14 +2,18 @@
 
 ``check_<name>(fn, seed=0)`` runs a student's ``fn`` on hand-made and random
 cases and compares it with capslib (or a reference written here). It prints
-one ``✓`` line per case passed and ``All N checks passed.``, or raises an
-``AssertionError`` naming the mistake in plain words. A ``NotImplementedError``
-from the student's stub propagates unchanged.
+one ``✓`` line per case passed and ``All N checks passed.``, or raises
+``CheckFailed`` (an ``AssertionError``) naming the mistake in plain words; a
+notebook shows that one line, without a traceback. A ``NotImplementedError``
+from the student's stub, and any error raised inside the student's function,
+propagate unchanged, their traceback cut down to the student's own code.
 
 Printed lines hold no random numbers: notebooks store them and compare them
 when re-executed.
 """
+import functools
 import math
+import re
 
 import keras
 import numpy as np
@@ -20,7 +24,7 @@ from capslib import ops as caps_ops
 from capslib import routing as caps_routing
 
 __all__ = [
-    "check_best_epoch", "check_capsule_lengths", "check_confusion_matrix",
+    "CheckFailed", "check_best_epoch", "check_capsule_lengths", "check_confusion_matrix",
     "check_accuracy_interval", "check_coupling_entropy",
     "check_count_primary_capsules", "check_margin_loss", "check_mask_poses",
     "check_prediction_vectors", "check_reconstruction_loss", "check_routing",
@@ -29,8 +33,55 @@ __all__ = [
 ]
 
 _USE_KERAS_OPS = (
-    "write it with keras.ops (ops.sqrt, ops.sum, ops.square, ...) instead of "
-    "NumPy: NumPy functions cut the gradient")
+    "write it with keras.ops (ops.sum, ops.square, ops.sqrt, ops.einsum, ...) instead "
+    "of NumPy: NumPy functions cut the gradient, and the model is trained through "
+    "this step")
+
+
+class CheckFailed(AssertionError):
+    """A check found a mistake; the message names it in plain words.
+
+    IPython (Jupyter) calls ``_render_traceback_`` instead of printing a
+    traceback: the student sees ``CheckFailed: <message>`` and nothing of
+    this module's code. nbgrader still sees an error output (ename
+    ``CheckFailed``), so the check cell scores 0.
+    """
+
+    def _render_traceback_(self):
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+def _student_part(tb):
+    """The part of a traceback inside the student's function: what follows the
+    last frame of ``_Checker.run`` or ``_gradient`` (the calls of that function),
+    or all of it when the error did not come from the student's code."""
+    calls = (_Checker.run.__code__, _gradient.__code__)
+    start, entry = tb, tb
+    while entry is not None:
+        if entry.tb_frame.f_code in calls and entry.tb_next is not None:
+            start = entry.tb_next
+        entry = entry.tb_next
+    return start
+
+
+def _exercise_check(check):
+    """A public check: its failures are ``CheckFailed``; an error raised in the
+    student's function (``NotImplementedError`` from the stub included) goes
+    on unchanged, with a traceback that shows the student's code, not this
+    module's (whose source would show the wording of other mistakes)."""
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        __tracebackhide__ = True  # noqa: F841  (IPython and pytest skip this frame)
+        try:
+            return check(*args, **kwargs)
+        except CheckFailed:
+            raise
+        except Exception as e:
+            tb = _student_part(e.__traceback__)
+            if tb is e.__traceback__:
+                raise  # not from the student's function: a bug here, shown whole
+            raise e.with_traceback(tb)
+    return wrapper
 
 
 # -- Shared machinery ---------------------------------------------------------
@@ -61,17 +112,22 @@ class _Checker:
     def __init__(self, name, reference="capslib"):
         self.name, self.reference, self.passed = name, reference, 0
 
-    def run(self, fn, *args, case, **kwargs):
+    def run(self, fn, *args, case, explain_error=None, **kwargs):
+        """fn(*args, **kwargs); ``explain_error(e)`` may turn an error that a
+        known mistake causes into its message (None: the error goes on)."""
         try:
             return fn(*args, **kwargs)
         except NotImplementedError:
             raise  # the stub: the notebook must stop on this very error
         except Exception as e:
-            # The student's own error, kept with its traceback; the note says
-            # which input triggered it.
-            if hasattr(e, "add_note"):  # Python >= 3.11
-                e.add_note(f"(raised by your {self.name} on the check's case: {case})")
-            raise
+            message = explain_error(e) if explain_error is not None else None
+            if message is None:
+                # The student's own error, kept with its traceback; the note
+                # says which input triggered it.
+                if hasattr(e, "add_note"):  # Python >= 3.11
+                    e.add_note(f"(raised by your {self.name} on the check's case: {case})")
+                raise
+        self.fail(message)  # outside the except block: no chained traceback
 
     def ok(self, text):
         self.passed += 1
@@ -81,7 +137,8 @@ class _Checker:
         print(f"All {self.passed} checks passed.")
 
     def fail(self, message):
-        raise AssertionError(message)
+        """Stop with the message (which starts with the function's name)."""
+        raise CheckFailed(f"your {message}")
 
     def array(self, result, case):
         """The result as a numeric NumPy array, or a plain-words failure."""
@@ -167,50 +224,89 @@ class _Checker:
                           f"largest error {err:.3g}.{hint}")
 
 
-def _gradient(fn, x, name):
-    """d sum(fn(x)) / dx as NumPy, with the active backend's autodiff."""
+def _gradient(fn, x, who):
+    """d sum(fn(x)) / dx as NumPy, with the active backend's autodiff, or a
+    CheckFailed naming ``who`` ("your squash") when fn cannot be differentiated.
+
+    fn is traced as the model's training step traces it (a tf.function graph,
+    or JAX's tracing): a NumPy call on its input fails there, on every backend,
+    rather than silently cutting part of the gradient."""
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
         raise RuntimeError(
             f"gradient checks support the tensorflow and jax backends, not {backend}")
     x = np.asarray(x, dtype="float32")
+    refused = CheckFailed(f"{who} cannot be differentiated: {_USE_KERAS_OPS}")
+    no_gradient = []
     try:
         if backend == "tensorflow":
             import tensorflow as tf
-            xt = tf.constant(x)
-            with tf.GradientTape() as tape:
-                tape.watch(xt)
-                y = tf.reduce_sum(tf.convert_to_tensor(fn(xt)))
-            g = tape.gradient(y, xt)
+
+            def gradient(xt):
+                with tf.GradientTape() as tape:
+                    tape.watch(xt)
+                    y = tf.reduce_sum(tf.convert_to_tensor(fn(xt)))
+                g = tape.gradient(y, xt)
+                if g is None:  # the result does not depend on x
+                    no_gradient.append(True)
+                    g = tf.zeros_like(xt)
+                return g
+
+            # get_concrete_function: traced once, no "retracing" warning.
+            traced = tf.function(gradient, autograph=False).get_concrete_function(
+                tf.TensorSpec(x.shape, tf.float32))
+            g = traced(tf.constant(x))
         else:
             import jax
             import jax.numpy as jnp
             g = jax.grad(lambda a: jnp.sum(jnp.asarray(fn(a))))(jnp.asarray(x))
-    except NotImplementedError:
-        raise
     except Exception as e:
-        # JAX refuses NumPy calls on traced values; anything else is also
-        # most often NumPy (or Python `if`s) inside the function.
-        first_line = (str(e).splitlines() or [""])[0][:200]
-        raise AssertionError(
-            f"{name} cannot be differentiated: {_USE_KERAS_OPS} "
-            f"({type(e).__name__}: {first_line})") from None
-    if g is None:  # TensorFlow: the result does not depend on x (NumPy in between)
-        raise AssertionError(f"{name} cannot be differentiated: {_USE_KERAS_OPS}")
+        # NumPy on a traced value: TensorFlow's "Cannot convert a symbolic
+        # tf.Tensor" (a NotImplementedError, not the stub's), JAX's
+        # TracerArrayConversionError.
+        numpy = ("Cannot convert a symbolic" in str(e)
+                 or type(e).__name__ == "TracerArrayConversionError")
+        if isinstance(e, NotImplementedError) and not numpy:
+            raise
+        first_line = (str(e).splitlines() or [""])[0][:120]
+        detail = "" if numpy else f" ({type(e).__name__}: {first_line})"
+        raise CheckFailed(f"{refused}{detail}") from None
+    if no_gradient:
+        raise refused
     return np.asarray(g)
 
 
-def _np_squash(s, axis=-1, epsilon=1e-7, square=True, normalise=True, outside=False):
+def _check_gradient(c, fn, x, references, what, reference="capslib's"):
+    """Fail unless fn (the student's, a function of x alone) can be
+    differentiated at x and its gradient matches one of the references'."""
+    got = _gradient(fn, x, f"your {c.name}")
+    wants = [_gradient(r, x, f"{reference} {c.name}") for r in references]
+    if not any(_matches(got, w, 1e-3, 1e-4) for w in wants):
+        err = min(float(np.max(np.abs(got - w))) for w in wants)
+        c.fail(f"{c.name}'s gradient {what} differs from {reference} (largest error "
+               f"{err:.3g}) although its values match: something in it blocks part of "
+               "the gradient (ops.stop_gradient, a constant computed outside keras.ops); "
+               "compute every step from the input with keras.ops")
+
+
+def _np_squash(s, axis=-1, epsilon=1e-7, square=True, normalise=True, outside=False,
+               by_squared=False):
     """Squash in float64, with switches for the usual mistakes."""
     s = np.asarray(s, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         squared = np.sum(s ** 2, axis=axis, keepdims=True)
         length2 = squared if square else np.sqrt(squared)
         scale = length2 / (1.0 + length2)
-        if normalise:
+        if by_squared:
+            scale = scale / (squared + epsilon)
+        elif normalise:
             norm = np.sqrt(squared) + epsilon if outside else np.sqrt(squared + epsilon)
             scale = scale / norm
         return scale * s
+
+
+_SHAPE_ERROR = re.compile(r"incompatible shapes|broadcast|dimensions must be equal",
+                          re.IGNORECASE)
 
 
 def _np_softmax(x, axis):
@@ -229,6 +325,7 @@ def _shift_reference(image, dy, dx):
     return data.shift_images(image[None], dy, dx)[0]
 
 
+@_exercise_check
 def check_shift_image(fn, seed=0):
     """shift_image(image, dy, dx): a new array, content moved down/right, zero fill."""
     c = _Checker("shift_image", reference="the expected shift")
@@ -299,6 +396,7 @@ def check_shift_image(fn, seed=0):
 
 # -- 2. stratified_split ------------------------------------------------------
 
+@_exercise_check
 def check_stratified_split(fn, seed=0):
     """stratified_split(labels, val_per_class, seed) -> (train_idx, val_idx)."""
     c = _Checker("stratified_split")
@@ -335,6 +433,9 @@ def check_stratified_split(fn, seed=0):
                    "in neither set; every image not chosen for validation belongs to train")
         classes = np.unique(labels)
         expected = val_per_class * len(classes)
+        if len(val) != expected and len(train) == expected and all(
+                np.sum(labels[train] == k) == val_per_class for k in classes):
+            c.fail("stratified_split " + _wrong_order(("train_idx", "val_idx")))
         if len(val) != expected:
             c.fail(f"stratified_split returned a val_idx of the wrong size for {case}: "
                    f"{len(val)} indices, expected {val_per_class} per class x "
@@ -369,6 +470,7 @@ def check_stratified_split(fn, seed=0):
 
 # -- 3. squash ----------------------------------------------------------------
 
+@_exercise_check
 def check_squash(fn, seed=0):
     """squash(s, axis=-1, epsilon=1e-7) with keras.ops, against capslib.ops.squash."""
     c = _Checker("squash")
@@ -380,8 +482,19 @@ def check_squash(fn, seed=0):
         kwargs = {} if axis is None else {"axis": axis}
         if epsilon is not None:
             kwargs["epsilon"] = epsilon
-        got = c.array(c.run(fn, s, case=case, **kwargs), case)
         a = -1 if axis is None else axis
+
+        def shape_error(e):
+            # No test case lets a sum without keepdims broadcast against s: the
+            # mistake shows as the backend's "Incompatible shapes", caught here.
+            if not _SHAPE_ERROR.search(f"{type(e).__name__} {e}"):
+                return None
+            return ("squash sums the squares without keepdims=True: on an input of "
+                    f"shape {s.shape}, |s|^2 gets shape {np.sum(s, axis=a).shape} "
+                    f"instead of {np.sum(s, axis=a, keepdims=True).shape} and does not "
+                    "line up with s; use ops.sum(ops.square(s), axis=axis, keepdims=True)")
+
+        got = c.array(c.run(fn, s, case=case, explain_error=shape_error, **kwargs), case)
         eps = 1e-7 if epsilon is None else epsilon
         has_zero = not np.all(np.any(s, axis=a))
         wrong_axis = ("computes the norm over the wrong axis: use the `axis` argument, "
@@ -395,6 +508,9 @@ def check_squash(fn, seed=0):
                 ("does not normalise the direction: divide s by its norm |s| too "
                  "(v = |s|^2 / (1 + |s|^2) * s / |s|)",
                  lambda: _np_squash(s, a, normalise=False)),
+                ("divides s by its squared norm |s|^2 instead of its norm |s|: "
+                 "v = |s|^2 / (1 + |s|^2) * s / |s|, with |s| = sqrt(|s|^2 + epsilon)",
+                 lambda: _np_squash(s, a, epsilon=eps, by_squared=True)),
                 *([("returns NaN for the zero vector: it divides by |s| = 0." + epsilon_hint,
                      lambda: _np_squash(s, a, epsilon=0.0))] if has_zero else []),
                 ("puts epsilon outside the square root (under JAX its gradient at the "
@@ -424,7 +540,7 @@ def check_squash(fn, seed=0):
     zero = np.zeros((2, 8), np.float32)
     zero[1] = rng.normal(size=8)
     verify(zero, "the zero vector (first row of a (2, 8) input)")
-    grad = _gradient(fn, zero, "squash")
+    grad = _gradient(fn, zero, f"your {c.name}")
     if not np.all(np.isfinite(grad)):
         c.fail("squash has a finite value at the zero vector but a NaN or inf gradient "
                "there: put epsilon inside the square root, sqrt(|s|^2 + epsilon), and "
@@ -440,12 +556,7 @@ def check_squash(fn, seed=0):
     c.ok("epsilon=1: epsilon sits inside the square root")
 
     s = rng.normal(size=(3, 8)).astype(np.float32)
-    want = _gradient(caps_ops.squash, s, "capslib's squash")
-    got = _gradient(fn, s, "squash")
-    if not _matches(got, want, 1e-3, 1e-4):
-        c.fail("squash's gradient differs from capslib's on random (3, 8) vectors "
-               f"(largest error {np.max(np.abs(got - want)):.3g}): if part of it uses "
-               f"NumPy, {_USE_KERAS_OPS}")
+    _check_gradient(c, fn, s, [caps_ops.squash], "on random (3, 8) vectors")
     c.ok("its gradient matches capslib's")
     c.done()
 
@@ -460,6 +571,7 @@ def _primary_capsules_reference(height, width):
     return int(shape[1])
 
 
+@_exercise_check
 def check_count_primary_capsules(fn, seed=0):
     """count_primary_capsules(height, width): the paper's primary capsule count."""
     del seed  # no random case: the sizes below cover the rounding
@@ -528,12 +640,13 @@ def _predictions_reference(W, u):
     return keras.ops.convert_to_numpy(layer.predictions(u))
 
 
+@_exercise_check
 def check_prediction_vectors(fn, seed=0):
     """prediction_vectors(W, u): u_hat[b, i, j] = W[i, j] @ u[b, i]."""
     c = _Checker("prediction_vectors", reference="capslib's DigitCapsules")
     rng = np.random.default_rng(seed)
 
-    def verify(n_in, n_caps, dims, in_dims, batch):
+    def verify(n_in, n_caps, dims, in_dims, batch, gradient=False):
         W = rng.normal(size=(n_in, n_caps, dims, in_dims)).astype(np.float32)
         u = rng.normal(size=(batch, n_in, in_dims)).astype(np.float32)
         case = f"W {W.shape} and u {u.shape}"
@@ -557,8 +670,15 @@ def check_prediction_vectors(fn, seed=0):
         c.compare(got, want, case, mistakes=mistakes,
                   shape_rule=f"expected (batch, n_in, n_caps, dims) = {want.shape}",
                   atol=1e-4)
+        if gradient:  # the model trains W, and conv layers through u
+            def reference(w, x):
+                return ops.einsum("ijkd,bid->bijk", w, x)
+            _check_gradient(c, lambda w: fn(w, u), W, [lambda w: reference(w, u)],
+                            "with respect to W")
+            _check_gradient(c, lambda x: fn(W, x), u, [lambda x: reference(W, x)],
+                            "with respect to u")
 
-    verify(3, 2, 4, 4, 2)
+    verify(3, 2, 4, 4, 2, gradient=True)
     c.ok("dims == in_dims: a transposed W would fit the shapes, not the values")
     verify(5, 2, 4, 3, 2)
     c.ok("small sizes: u_hat[b, i, j] = W[i, j] @ u[b, i]")
@@ -570,20 +690,38 @@ def check_prediction_vectors(fn, seed=0):
 # -- 6. routing ---------------------------------------------------------------
 
 def _np_routing(u_hat, iterations, softmax_axis=2, accumulate=True, squash=True,
-                return_s=False, extra_update=False):
+                return_s=False, extra_update=False, reset=False, agree_with="v"):
     """Routing by agreement in float64, with switches for the usual mistakes."""
     u = np.asarray(u_hat, np.float64)
     logits = np.zeros(u.shape[:3])
     for r in range(iterations):
+        if reset:
+            logits = np.zeros(u.shape[:3])
         c = _np_softmax(logits, softmax_axis)
         s = np.einsum("bij,bijk->bjk", c, u)
         v = _np_squash(s) if squash else s
         if r < iterations - 1 or extra_update:
-            agreement = np.einsum("bijk,bjk->bij", u, v)
+            if agree_with == "children summed":  # one agreement for all children
+                agreement = np.broadcast_to(
+                    np.einsum("bijk,bjk->bj", u, v)[:, None], logits.shape)
+            else:
+                agreement = np.einsum("bijk,bjk->bij", u, {"v": v, "s": s}[agree_with])
             logits = logits + agreement if accumulate else agreement
     if extra_update:
         c = _np_softmax(logits, softmax_axis)
     return (s if return_s else v), c
+
+
+def _wrong_order(names):
+    """The message for a pair returned the wrong way round."""
+    first, second = names
+    return (f"returns ({second}, {first}), the pair in the wrong order: "
+            f"return ({first}, {second})")
+
+
+def _swap_pairs(values):
+    """(a1, b1, a2, b2, ...) -> (b1, a1, b2, a2, ...)."""
+    return tuple(x for i in range(0, len(values), 2) for x in values[i:i + 2][::-1])
 
 
 def _routing_mistakes(u_hat, iterations_list):
@@ -600,8 +738,17 @@ def _routing_mistakes(u_hat, iterations_list):
         ("takes the softmax over the children (axis 1) instead of the parents "
          "(axis 2): each child's coupling coefficients must sum to 1 over the parents",
          variant(softmax_axis=1)),
+        ("resets the logits b to zero inside the loop, so every round starts again "
+         "from uniform couplings: set b to zeros once, before the loop, and add each "
+         "round's agreement to it (b = b + agreement)", variant(reset=True)),
         ("does not accumulate the logits between rounds: b = agreement must be "
          "b = b + agreement", variant(accumulate=False)),
+        ("computes the agreement with s instead of v: the agreement is u_hat · v with "
+         "the squashed v = squash(s), ops.einsum('bijk,bjk->bij', u_hat, v)",
+         variant(agree_with="s")),
+        ("sums the agreement over the children (u_hat summed over i): each child i has "
+         "its own agreement with parent j, u_hat[:, i, j] · v[:, j], "
+         "ops.einsum('bijk,bjk->bij', u_hat, v)", variant(agree_with="children summed")),
         ("never squashes s: the parents are v = squash(s), and the agreement uses v",
          variant(squash=False)),
         ("returns s (the weighted sum) instead of v = squash(s)", variant(return_s=True)),
@@ -609,8 +756,10 @@ def _routing_mistakes(u_hat, iterations_list):
          "last round; return the c that made the final v", variant(extra_update=True)),
         ("runs one round too many (iterations off by one): run exactly `iterations` "
          "rounds", rounds(+1)),
-        ("runs one round too few (iterations off by one): run exactly `iterations` "
-         "rounds", rounds(-1)),
+        # b updated with the previous round's v gives the same results.
+        ("runs one round too few (iterations off by one), or updates b with the "
+         "previous round's v: run exactly `iterations` rounds, each one c = softmax(b), "
+         "v = squash(s), then b = b + u_hat · v with the v just computed", rounds(-1)),
     ]
 
 
@@ -622,6 +771,7 @@ def _couplings_sum_to_one(gots):
     return None
 
 
+@_exercise_check
 def check_routing(fn, seed=0):
     """routing(u_hat, iterations=3) -> (v, c), against capslib's routing_by_agreement."""
     c = _Checker("routing")
@@ -637,7 +787,8 @@ def check_routing(fn, seed=0):
                            for x in caps_routing.routing_by_agreement(u_hat, it))
         c.compare(
             gots, wants, case,
-            mistakes=_routing_mistakes(u_hat, iterations_list),
+            mistakes=[(_wrong_order("vc"), lambda: _swap_pairs(wants)),
+                      *_routing_mistakes(u_hat, iterations_list)],
             names=tuple(f"{x} (iterations={it})" for it in iterations_list for x in "vc"),
             shape_rule=(f"expected v of shape (batch, n_out, d) = {(batch, n_out, d)}",
                         f"expected c of shape (batch, n_in, n_out) = {(batch, n_in, n_out)}"
@@ -646,6 +797,13 @@ def check_routing(fn, seed=0):
 
     u_hat = rng.normal(size=(2, 6, 3, 4)).astype(np.float32)
     verify(u_hat, (1, 2, 3), "random u_hat (2, 6, 3, 4)")
+    # The model trains through routing: a gradient must reach u_hat (through
+    # every round, or only the last weighted sum as capslib does).
+    _check_gradient(
+        c, lambda x: fn(x, 3)[0], u_hat,
+        [lambda x, stop=stop: caps_routing.routing_by_agreement(x, 3, stop)[0]
+         for stop in (True, False)],
+        "(of v with respect to u_hat)")
     for it in (1, 2, 3):
         c.ok(f"iterations={it}: v and c match capslib")
     default = c.pair(c.run(fn, u_hat.copy(), case="routing(u_hat) without iterations"),
@@ -684,6 +842,7 @@ def _np_margin(t, lengths, m_plus=0.9, m_minus=0.1, lambda_=0.5, present_weight=
         reduce, per_example)
 
 
+@_exercise_check
 def check_margin_loss(fn, seed=0):
     """margin_loss(targets, lengths, m_plus, m_minus, lambda_) -> one loss per example."""
     c = _Checker("margin_loss")
@@ -749,6 +908,14 @@ def check_margin_loss(fn, seed=0):
     lengths = np.array([x for _, x, _ in cases], np.float32)
     texts = [text for _, _, text in cases]
     verify(t, lengths, "the hand-made batch (5, 4)", describe=texts)
+    # The model trains through the loss: a gradient must reach the lengths (on
+    # lengths away from m_plus and m_minus, where max(0, .) has no kink).
+    grad_rng = np.random.default_rng(seed + 1)
+    grad_t = np.eye(10, dtype=np.float32)[grad_rng.integers(0, 10, size=4)]
+    grad_lengths = grad_rng.choice([0.05, 0.3, 0.5, 0.7, 0.95], size=(4, 10)).astype(
+        np.float32)
+    _check_gradient(c, lambda x: fn(grad_t, x), grad_lengths,
+                    [lambda x: losses.margin_loss(grad_t, x)], "with respect to the lengths")
     for text in texts:
         c.ok(text)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=6)]
@@ -763,6 +930,7 @@ def check_margin_loss(fn, seed=0):
 
 # -- 8. capsule_lengths -------------------------------------------------------
 
+@_exercise_check
 def check_capsule_lengths(fn, seed=0):
     """capsule_lengths(poses) -> (batch, n_caps), like capslib.ops.safe_norm."""
     c = _Checker("capsule_lengths")
@@ -798,24 +966,26 @@ def check_capsule_lengths(fn, seed=0):
     # Epsilons differ between students: the zero capsule's length only needs
     # to be about 0.
     verify(poses, "poses (2, 4, 3) with a zero capsule", atol=1e-3)
-    if not np.all(np.isfinite(_gradient(fn, poses, "capsule_lengths"))):
+    if not np.all(np.isfinite(_gradient(fn, poses, f"your {c.name}"))):
         c.fail("capsule_lengths " + nan_grad)
     c.ok("zero capsule: a length of about 0 and a finite gradient")
     poses = rng.normal(0, 0.3, size=(2, 4, 3)).astype(np.float32)
-    want = _gradient(lambda p: caps_ops.safe_norm(p, axis=-1), poses, "safe_norm")
-    got = _gradient(fn, poses, "capsule_lengths")
-    if not _matches(got, want, 1e-3, 1e-4):
-        c.fail("capsule_lengths's gradient differs from capslib's (largest error "
-               f"{np.max(np.abs(got - want)):.3g}): if part of it uses NumPy, "
-               f"{_USE_KERAS_OPS}")
+    _check_gradient(c, fn, poses, [lambda p: caps_ops.safe_norm(p, axis=-1)],
+                    "on random poses (2, 4, 3)")
     c.ok("its gradient matches capslib's")
     c.done()
 
 
 # -- 9. mask_poses ------------------------------------------------------------
 
+@_exercise_check
 def check_mask_poses(fn, seed=0):
-    """mask_poses(poses, labels) -> (batch, n_caps * dims), like capslib's Mask."""
+    """mask_poses(poses, labels) -> (batch, n_caps * dims), like capslib's Mask.
+
+    NumPy is accepted here (no gradient check): the course's own answer in
+    05_decoder is written with NumPy and the notebook uses mask_poses only on
+    NumPy arrays, to draw; the model masks with capslib's Mask layer.
+    """
     c = _Checker("mask_poses", reference="capslib's Mask")
     rng = np.random.default_rng(seed)
 
@@ -854,6 +1024,7 @@ def check_mask_poses(fn, seed=0):
 
 # -- 10. reconstruction_loss --------------------------------------------------
 
+@_exercise_check
 def check_reconstruction_loss(fn, seed=0):
     """reconstruction_loss(images, reconstructions) -> sum of squared errors per image."""
     c = _Checker("reconstruction_loss")
@@ -885,6 +1056,10 @@ def check_reconstruction_loss(fn, seed=0):
     images = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
     reconstructions = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
     verify(images, reconstructions, "images (3, 28, 28, 1)")
+    # The decoder trains through this loss: a gradient must reach the reconstructions.
+    _check_gradient(c, lambda r: fn(images, r), reconstructions,
+                    [lambda r: losses.reconstruction_loss(images, r)],
+                    "with respect to the reconstructions")
     c.ok("images (3, 28, 28, 1): one sum of squared errors per image")
     verify(images.reshape(3, 784), reconstructions.reshape(3, 784), "flat images (3, 784)")
     c.ok("flat images (3, 784)")
@@ -908,6 +1083,7 @@ def _history(val_loss, val_acc, loss, val_lengths_loss):
     }
 
 
+@_exercise_check
 def check_best_epoch(fn, seed=0):
     """best_epoch(history): 1-based epoch of the lowest val_loss (first on ties)."""
     c = _Checker("best_epoch")
@@ -998,6 +1174,7 @@ def _z_test(acc_1, n_1, acc_2, n_2, se="pooled", tail="two", sign=1.0):
     return np.float64(sign * z if sign else abs(z)), np.float64(p_value)
 
 
+@_exercise_check
 def check_two_proportion_z_test(fn, seed=0):
     """two_proportion_z_test(acc_1, n_1, acc_2, n_2) -> (z, p), pooled, two-sided."""
     c = _Checker("two_proportion_z_test", reference="the pooled two-sided z-test")
@@ -1018,6 +1195,7 @@ def check_two_proportion_z_test(fn, seed=0):
         c.compare(
             got, _z_test(*args), case, names=("z", "p"),
             mistakes=[
+                (_wrong_order("zp"), lambda: _z_test(*args)[::-1]),
                 (one_sided, lambda: _z_test(*args, tail="one")),
                 (one_sided, lambda: _z_test(*args, tail="one signed")),
                 ("uses the unpooled standard error: under the null hypothesis both "
@@ -1064,6 +1242,7 @@ def _tweak_reference(poses, label, dim, steps):
     return out
 
 
+@_exercise_check
 def check_tweak_pose(fn, seed=0):
     """tweak_pose(poses, label, dim, steps): one copy per step, poses[label, dim] += step."""
     c = _Checker("tweak_pose", reference="the expected copies")
@@ -1123,6 +1302,7 @@ def _confusion_reference(y_true, y_pred, n_classes):
     return cm
 
 
+@_exercise_check
 def check_confusion_matrix(fn, seed=0):
     """confusion_matrix(y_true, y_pred, n_classes=10): counts, rows = true classes."""
     c = _Checker("confusion_matrix", reference="the expected counts")
@@ -1170,6 +1350,7 @@ def check_confusion_matrix(fn, seed=0):
 
 # -- 15. coupling_entropy -------------------------------------------------------
 
+@_exercise_check
 def check_coupling_entropy(fn, seed=0):
     """coupling_entropy(c) -> entropy in nats over the last axis, like capslib.routing."""
     c = _Checker("coupling_entropy", reference="capslib.routing.coupling_entropy")
@@ -1216,6 +1397,7 @@ def check_coupling_entropy(fn, seed=0):
 
 # -- 16. accuracy_interval ------------------------------------------------------
 
+@_exercise_check
 def check_accuracy_interval(fn, seed=0):
     """accuracy_interval(accuracy, n, z=1.96) -> (low, high), like capslib.stats."""
     c = _Checker("accuracy_interval", reference="capslib.stats.accuracy_interval")
@@ -1228,6 +1410,7 @@ def check_accuracy_interval(fn, seed=0):
         c.compare(
             got, want, case,
             mistakes=[
+                (_wrong_order(("low", "high")), lambda: want[::-1]),
                 ("forgets the square root: the standard error is "
                  "sqrt(accuracy * (1 - accuracy) / n)",
                  lambda: (np.float64(accuracy - z * se ** 2), np.float64(accuracy + z * se ** 2))),

@@ -4,9 +4,11 @@ Backend-neutral on purpose: only NumPy and Keras' backend-agnostic utilities
 are used, so everything here works under TensorFlow and JAX alike.
 
 * ``load_fashion_mnist`` finds the four original IDX ``.gz`` files (argument,
-  ``$CAPSLIB_DATA_DIR``, the repo's ``data/fashion-mnist``, Debian's
-  ``/usr/share/datasets/fashion-mnist``, the Keras cache; downloads into the
-  Keras cache only as a last resort), verifies each file's SHA-256, parses the
+  ``$CAPSLIB_DATA_DIR``, the course's ``data/fashion-mnist`` (see
+  ``course_root``), ``data/fashion-mnist`` in the working folder or its
+  parent, Debian's ``/usr/share/datasets/fashion-mnist``, the Keras cache;
+  downloads into the Keras cache only as a last resort, and says in one line
+  how to fix it when that fails), verifies each file's SHA-256, parses the
   IDX headers itself and returns float32 images in [0, 1] shaped
   (N, 28, 28, 1) with int64 labels. Results are cached per process and
   returned read-only so a caller cannot corrupt the cache.
@@ -24,6 +26,7 @@ import gzip
 import hashlib
 import math
 import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -51,8 +54,49 @@ FILES = {
 }
 
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-REPO_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The folder above the capslib package: the course repository when capslib is
+# imported from a checkout (an editable install), site-packages when installed.
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+# What the course folder holds (any one of them marks it).
+_COURSE_MARKERS = ("data/fashion-mnist", "results", "notebooks")
+
+
+def checkout_root():
+    """The course repository capslib is imported from, or None when capslib is
+    installed (in site-packages) rather than imported from a checkout."""
+    if (PACKAGE_PARENT / "pyproject.toml").is_file() and (PACKAGE_PARENT / "capslib").is_dir():
+        return PACKAGE_PARENT
+    return None
+
+
+def working_folders():
+    """The working folder and its parent (notebooks run one folder below the course)."""
+    try:
+        cwd = Path.cwd()
+    except FileNotFoundError:  # the working folder was deleted
+        return []
+    return [cwd] if cwd.parent == cwd else [cwd, cwd.parent]
+
+
+def course_root():
+    """The course folder: the working folder or its parent (a notebook runs in
+    ``notebooks/``), whichever holds the course (its ``data/fashion-mnist``,
+    ``results/`` or ``notebooks/``); else the checkout capslib is imported
+    from (an editable install); else the working folder. Never site-packages:
+    runs are written and results looked for here."""
+    folders = working_folders()
+    for folder in folders:
+        if any((folder / marker).is_dir() for marker in _COURSE_MARKERS):
+            return folder
+    root = checkout_root()
+    if root is not None:
+        return root
+    return folders[0] if folders else Path.cwd()
+
+
+# The course's copy of the data, found when capslib is imported.
+REPO_DATA_DIR = course_root() / "data" / "fashion-mnist"
 
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
 _SIDE = 28
@@ -82,17 +126,37 @@ def _has_all_files(d):
 
 
 def candidate_dirs():
-    """Directories searched, in order, when no ``data_dir`` is given."""
+    """Directories searched, in order, when no ``data_dir`` is given:
+    ``$CAPSLIB_DATA_DIR``, the course's ``data/fashion-mnist`` (``REPO_DATA_DIR``),
+    the same in the working folder, its parent and the checkout capslib is
+    imported from, Debian's, the Keras cache."""
     dirs = []
     if os.environ.get("CAPSLIB_DATA_DIR"):
         dirs.append(Path(os.environ["CAPSLIB_DATA_DIR"]).expanduser())
-    dirs += [REPO_DATA_DIR, SYSTEM_DATA_DIR, _keras_cache_dir()]
-    return dirs
+    dirs.append(REPO_DATA_DIR)
+    roots = working_folders() + ([checkout_root()] if checkout_root() else [])
+    dirs += [root / "data" / "fashion-mnist" for root in roots]
+    dirs += [SYSTEM_DATA_DIR, _keras_cache_dir()]
+    unique = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def _not_found_fix():
+    return (
+        "Run from the course folder (or its notebooks/), set "
+        "CAPSLIB_DATA_DIR=/path/to/fashion-mnist (a folder holding the four .gz "
+        "files), or install them with `apt install dataset-fashion-mnist`."
+    )
 
 
 def _download():
     """Fetch the files into the Keras cache; the last resort."""
     cache = _keras_cache_dir()
+    print(f"Fashion-MNIST not found on this machine: downloading it into {cache} "
+          "(set CAPSLIB_DATA_DIR to use a copy you have).", file=sys.stderr)
     try:
         paths = [
             keras.utils.get_file(
@@ -107,11 +171,14 @@ def _download():
         ]
     except Exception as e:  # network errors come in many types
         searched = ", ".join(str(d) for d in candidate_dirs())
+        # Keras wraps the network's error: say the reason underneath.
+        inner = e.__cause__ or e.__context__ or e
+        cause = " ".join(str(getattr(inner, "reason", inner)).split())[:200]
+        # ``from None``: one line, not the traceback of the download.
         raise DataError(
-            f"Fashion-MNIST files not found in any of: {searched}; and the "
-            f"download from {BASE_URL} failed ({type(e).__name__}: {e}). "
-            f"{_FIX}"
-        ) from e
+            f"Fashion-MNIST files not found (looked in {searched}) and the "
+            f"download from {BASE_URL} failed ({cause}). {_not_found_fix()}"
+        ) from None
     return Path(paths[0]).parent
 
 
@@ -263,6 +330,97 @@ def check_finite(images, what="images"):
             f"{int(per_image.sum()):,} of {len(images):,} images (the first at index "
             f"{first}); fix or drop those images."
         )
+
+
+# Float rounding tolerated outside [0, 1].
+_RANGE_SLACK = 1e-4
+
+
+def _shape_fix(shape, image_shape, min_side=None, min_side_why=""):
+    """How to turn images of ``shape`` into ``image_shape`` ones (a clause), or
+    None when they fit. Unknown dimensions (None) fit anything."""
+    h, w, c = image_shape
+    shape = tuple(shape)
+    if len(shape) == 4 and all(a is None or a == b for a, b in zip(shape[1:], image_shape)):
+        return None
+    if shape == (h, w) and c == 1:
+        return "one image without batch and channel axes: use x[None, ..., None]"
+    if len(shape) == 3 and shape[1:] == (h, w) and c == 1:
+        return "add the channel axis with x[..., None]"
+    if shape == image_shape:
+        return "one image without a batch axis: use x[None]"
+    if len(shape) == 4 and shape[1:3] == (h, w) and shape[3] in (3, 4) and c == 1:
+        kind = "RGB" if shape[3] == 3 else "RGBA"
+        return (f"these are {kind} images and the model expects one grey channel: convert "
+                "them with x[..., :3].mean(axis=-1, keepdims=True)")
+    if len(shape) == 4 and shape[3] == c and None not in shape[1:3]:
+        fix = (f"images of {shape[1]}x{shape[2]} pixels; the model takes {h}x{w} only: "
+               "pad or resize them")
+        if min_side and min(shape[1:3]) < min_side:
+            fix += (f" (images under {min_side}x{min_side} are too small for any CapsNet "
+                    f"of these layers: {min_side_why})")
+        return fix
+    if len(shape) == 4 and shape[3] is not None:
+        return f"{shape[3]} channels; the model expects {c}"
+    return f"expected a batch of {h}x{w} images with {c} channel{'s' if c > 1 else ''}"
+
+
+def _values_fix(images):
+    """What is wrong with the dtype or the values of ``images`` (NumPy), or None."""
+    # bfloat16 (mixed precision) is not a NumPy floating type: go by its name.
+    if not (np.issubdtype(images.dtype, np.floating) or "float" in str(images.dtype)):
+        fix = "convert with x.astype('float32') / 255" if images.dtype == np.uint8 else (
+            "convert them to float32 pixels scaled to [0, 1]")
+        return f"got dtype {images.dtype} and the model takes float images scaled to [0, 1]: {fix}"
+    if images.size == 0:
+        return None
+    lo, hi = float(np.min(images)), float(np.max(images))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        try:
+            check_finite(images)
+        except ValueError as e:  # says how many, and where
+            return str(e).rstrip(".")
+    if lo >= -_RANGE_SLACK and hi <= 1 + _RANGE_SLACK:
+        return None
+    if lo >= -_RANGE_SLACK and hi <= 255 + _RANGE_SLACK and hi > 1.5:
+        fix = "divide by 255 (x / 255)"
+    elif lo < -_RANGE_SLACK and hi <= 1 + _RANGE_SLACK and lo >= -1 - _RANGE_SLACK:
+        fix = "undo the normalisation, the model takes pixel / 255 (for [-1, 1]: (x + 1) / 2)"
+    elif lo >= -0.5 and hi <= 1.5:
+        fix = "clip them with np.clip(x, 0, 1)"
+    else:
+        fix = ("rescale them to pixel / 255 (standardized or other scalings are not what "
+               "it was trained on)")
+    return f"images must be scaled to [0, 1], got values from {lo:.4g} to {hi:.4g}: {fix}"
+
+
+def check_images(images, image_shape=(_SIDE, _SIDE, 1), who="images", min_side=None,
+                 min_side_why=""):
+    """Raise a one-line ValueError with the fix unless ``images`` is a batch
+    (N, *image_shape) of finite float pixels in [0, 1].
+
+    ``images``: a NumPy array, or anything with a ``shape`` (a symbolic
+    tensor: then only its known dimensions are checked). ``who`` starts the
+    message; ``min_side`` (and ``min_side_why``) name the smallest image the
+    model's layers take.
+    """
+    try:
+        shape = tuple(images.shape)
+    except ValueError:  # TensorFlow: a shape of unknown rank, nothing to check
+        shape = None
+    if shape is not None:
+        fix = _shape_fix(shape, tuple(image_shape), min_side, min_side_why)
+        if fix:
+            raise ValueError(
+                f"{who} expects images of shape (batch, {', '.join(map(str, image_shape))}), "
+                f"got shape {shape}: {fix}.")
+    if isinstance(images, np.ndarray):
+        problem = _values_fix(images)
+    else:  # a symbolic tensor: its dtype only
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        problem = None if "float" in dtype else _values_fix(np.zeros(0, dtype))
+    if problem:
+        raise ValueError(f"{who}: {problem}.")
 
 
 def _check_max_shift(max_shift, h, w):
@@ -448,21 +606,8 @@ class CapsuleDataset(keras.utils.PyDataset):
             )
         self.targets = tuple(targets)
         images, labels = np.asarray(images), np.asarray(labels)
-        if not np.issubdtype(images.dtype, np.floating):
-            hint = (
-                " Divide by 255 first: images.astype('float32') / 255."
-                if images.dtype == np.uint8
-                else ""
-            )
-            raise ValueError(
-                f"images must be floating point in [0, 1], got dtype "
-                f"{images.dtype}.{hint}"
-            )
-        if images.ndim != 4 or images.shape[1:] != (_SIDE, _SIDE, 1):
-            raise ValueError(
-                f"images must have shape (N, 28, 28, 1), got {images.shape}. "
-                "Add a channel axis with images[..., None] if it is missing."
-            )
+        # Shape first (a shape error says how to fix it), then dtype, range and NaNs.
+        check_images(images, who="CapsuleDataset")
         if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
             raise ValueError(
                 f"labels must be a 1-D integer array of class ids, got dtype "
@@ -476,7 +621,6 @@ class CapsuleDataset(keras.utils.PyDataset):
             )
         if len(labels) == 0:
             raise ValueError("images and labels are empty.")
-        check_finite(images)
         if labels.min() < 0 or labels.max() >= n_classes:
             raise ValueError(
                 f"labels must lie in 0..{n_classes - 1}, found values from "

@@ -41,7 +41,9 @@ VARIANTS = {
     "capsnet_r3_no_decoder": ("CapsNet, 3 rounds, no decoder",
                               dict(routing_iterations=3, decoder=False)),
 }
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The course folder (``capslib.data.course_root``): found from the working
+# folder, else the checkout capslib runs from; never site-packages.
+REPO_ROOT = data.course_root()
 TRACED = "capsnet_r3"  # the model whose couplings are traced
 
 # name -> (kind, amount) for capslib.data.transform_images
@@ -258,13 +260,25 @@ def _readme(results):
         "beside it.", ""])
 
 
-def committed_results(name="routing-class"):
-    """The folder ``results/<name>`` of the repository: from the working folder
-    or its parent (the notebooks' ``..``), else beside the capslib package."""
-    for root in (Path.cwd(), Path.cwd().parent, REPO_ROOT):
-        if (root / "results" / name / "results.json").is_file():
+def committed_results(name="routing-class", file="results.json"):
+    """The course's folder ``results/<name>`` (holding ``file``): in the
+    working folder or its parent (the notebooks' ``..``), else in the checkout
+    capslib runs from (an editable install; nbgrader grades in a folder of its own).
+
+    Raises FileNotFoundError, one line naming where it looked, if none has it.
+    """
+    roots = data.working_folders()
+    if data.checkout_root() is not None:
+        roots.append(data.checkout_root())
+    for root in roots:
+        if (root / "results" / name / file).is_file():
             return root / "results" / name
-    return REPO_ROOT / "results" / name  # load_results says what is missing
+    where = " or ".join(str(root / "results" / name / file) for root in roots)
+    make = (f", or make them with `python -m capslib experiment --profile class --out "
+            f"results/{name}`" if file == "results.json" else "")
+    raise FileNotFoundError(
+        f"no committed results: expected {where}. Open the notebook from the course folder's "
+        f"notebooks/ (the course's results/ holds them){make}.")
 
 
 def load_results(path):

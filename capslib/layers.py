@@ -123,5 +123,7 @@ class Mask(keras.layers.Layer):
         masked = poses * ops.expand_dims(mask, -1)
         return ops.reshape(masked, (-1, n_caps * poses.shape[2]))
 
-    def compute_output_shape(self, poses_shape, lengths_shape=None, labels_shape=None):
-        return (poses_shape[0], poses_shape[1] * poses_shape[2])
+    def compute_output_shape(self, input_shape, lengths_shape=None, labels_shape=None):
+        # ``input_shape`` is the poses' shape; Keras' summary() passes it by this
+        # name (the name of ``Layer.build``'s argument).
+        return (input_shape[0], input_shape[1] * input_shape[2])

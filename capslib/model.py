@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from capslib.data import check_images
 from capslib.layers import DigitCapsules, Length, Mask, PrimaryCapsules
 from capslib.losses import RECONSTRUCTION_WEIGHT, MarginLoss, ReconstructionLoss
 from capslib.routing import routing_rounds
@@ -37,6 +38,128 @@ class ConfigModel(keras.Model):
             y_pred = {k: v for k, v in y_pred.items() if k in y}
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
+    # -- inputs checked before Keras touches the model's state ------------------------
+    # Under JAX, predict/fit/evaluate take the weights out of the model for the
+    # length of the loop; a step that fails on its first batch leaves them out
+    # (every later call: "'NoneType' object is not callable"). So the images are
+    # checked first, and whatever else fails puts the weights back.
+
+    def _image_limits(self):
+        """(smallest image side the layers take, why), or (None, "")."""
+        return None, ""
+
+    def check_images(self, images):
+        """Raise a one-line ValueError with the fix unless ``images`` is a batch
+        this model takes: shape (batch, *image_shape), float, finite, in [0, 1].
+        Symbolic tensors (inside a compiled step) get their shape and dtype checked."""
+        min_side, why = self._image_limits()
+        values = _concrete(images)
+        check_images(images if values is None else values, self.image_shape,
+                     who=type(self).__name__, min_side=min_side, min_side_why=why)
+
+    _check_images = check_images  # the name capslib.explore uses
+
+    def _images_in(self, x):
+        """The images in a model input: an array, a dict with ``"image"`` or
+        (images, labels); None for what comes batch by batch (a PyDataset,
+        checked when it was made; tf.data; a generator)."""
+        if isinstance(x, dict):
+            if "image" not in x:
+                raise ValueError(f"{type(self).__name__} takes images or a dict with keys "
+                                 f"'image' and 'label'; got keys {sorted(x)}")
+            x = x["image"]
+        elif isinstance(x, (list, tuple)) and x:
+            x = x[0]
+        return x if hasattr(x, "shape") and hasattr(x, "dtype") else None
+
+    def _check_x(self, x):
+        images = self._images_in(x)
+        if images is not None:
+            self.check_images(images)
+
+    def __call__(self, *args, **kwargs):
+        # Before Keras wraps the call's errors in several lines of context.
+        self._check_x(args[0] if args else kwargs.get("inputs"))
+        return super().__call__(*args, **kwargs)
+
+    def _guarded(self, method, *args, **kwargs):
+        if keras.backend.backend() != "jax":
+            return method(*args, **kwargs)
+        saved = [(v, v.value) for v in self._jax_variables()]
+        try:
+            return method(*args, **kwargs)
+        except BaseException:
+            self._restore_jax_variables(saved)
+            raise
+
+    def _jax_variables(self):
+        found = list(self.variables)
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None:
+            found += list(optimizer.variables)
+        found += list(getattr(self, "metrics_variables", []))
+        unique, seen = [], set()
+        for v in found:
+            if id(v) not in seen:
+                seen.add(id(v))
+                unique.append(v)
+        return unique
+
+    def _restore_jax_variables(self, saved):
+        """After a failed predict/fit/evaluate under JAX: the state of the last
+        finished step if Keras kept one, else the values from before the call."""
+        if getattr(self, "_jax_state", None) and not getattr(self, "_jax_state_synced", True):
+            self.jax_state_sync()
+        self._jax_state = None
+        for v, value in saved:
+            deleted = getattr(value, "is_deleted", lambda: False)()  # donated to a step
+            if getattr(v, "_value", 0) is None and not deleted:
+                v.assign(value)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_x(x)
+        return self._guarded(super().predict, x, *args, **kwargs)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_x(x)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (list, tuple)) and validation:
+            self._check_x(validation[0])
+        return self._guarded(super().fit, x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_x(x)
+        return self._guarded(super().evaluate, x, y, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._check_x(x)
+        return super().predict_on_batch(x)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self._check_x(x)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        self._check_x(x)
+        return super().test_on_batch(x, y, *args, **kwargs)
+
+
+def _concrete(x):
+    """``x`` as a NumPy array when it holds values (NumPy, an eager tensor, a
+    JAX array), None when symbolic (a traced or graph tensor, a KerasTensor)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, keras.KerasTensor):
+        return None
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return x.numpy() if tf.executing_eagerly() and hasattr(x, "numpy") else None
+    return None
+
 
 @keras.saving.register_keras_serializable(package="capslib")
 class CapsNet(ConfigModel):
@@ -56,6 +179,14 @@ class CapsNet(ConfigModel):
                  name="capsnet", **kwargs):
         super().__init__(name=name, **kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
+        # The first window of each "valid" convolution, whatever the stride.
+        self._min_side = int(conv_kernel) + int(primary_kernel) - 1
+        self._min_side_why = (f"conv {conv_kernel}x{conv_kernel}, then primary capsules "
+                              f"{primary_kernel}x{primary_kernel} stride {primary_strides}")
+        if len(self.image_shape) != 3 or min(self.image_shape[:2]) < self._min_side:
+            raise ValueError(
+                f"image_shape {self.image_shape}: must be (height, width, channels) with "
+                f"height and width at least {self._min_side} ({self._min_side_why})")
         self.n_classes, self.digit_dims = int(n_classes), int(digit_dims)
         self.routing_iterations = int(routing_iterations)
         self.has_decoder = bool(decoder)
@@ -117,21 +248,12 @@ class CapsNet(ConfigModel):
             return inputs[0], inputs[1]
         return inputs, None
 
-    def _check_images(self, images):
-        shape = tuple(images.shape)
-        if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"CapsNet expects images of shape (batch, {', '.join(map(str, self.image_shape))})"
-                f", got shape {shape}. Add a channel axis with x[..., None] if needed.")
-        dtype = keras.backend.standardize_dtype(images.dtype)
-        if "float" not in dtype:
-            raise ValueError(
-                f"CapsNet expects float images in [0, 1], got dtype {dtype}. "
-                "Convert with x.astype('float32') / 255.")
+    def _image_limits(self):
+        return self._min_side, self._min_side_why
 
     def encode(self, images, return_couplings=False):
         """Images -> class capsules (batch, n_classes, dims) [and couplings]."""
-        self._check_images(images)
+        self.check_images(images)
         features = self.conv1(images)
         primary = self.primary_caps(features)
         return self.digit_caps(primary, return_couplings=return_couplings)
@@ -159,16 +281,19 @@ class CapsNet(ConfigModel):
 
     def coupling_coefficients(self, images):
         """Final routing coefficients c (batch, 1152, n_classes) as a NumPy array."""
-        images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
-        _, c = self.encode(images, return_couplings=True)
+        images = np.asarray(images)
+        self.check_images(images)  # before a cast would hide uint8 pixels
+        _, c = self.encode(ops.convert_to_tensor(images.astype("float32")),
+                           return_couplings=True)
         return ops.convert_to_numpy(c)
 
     def routing_trace(self, images):
         """NumPy arrays: the couplings of each routing round (rounds, batch,
         1152, n_classes), the primary capsules' lengths (batch, 1152) and the
         class capsules' lengths (batch, n_classes)."""
-        images = ops.convert_to_tensor(np.asarray(images, dtype="float32"))
-        self._check_images(images)
+        images = np.asarray(images)
+        self.check_images(images)
+        images = ops.convert_to_tensor(images.astype("float32"))
         primary = self.primary_caps(self.conv1(images))
         u_hat = self.digit_caps.predictions(primary)
         rounds = list(routing_rounds(u_hat, self.routing_iterations,

@@ -12,19 +12,21 @@ import argparse
 import copy
 import filecmp
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The teacher's modules beside this file (grading.py, ...) import as top-level names.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 NOTEBOOKS = ROOT / "notebooks"
 STUDENT = ROOT / "student"
 COURSE = ROOT / "classroom"
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+# What a course root needs: the settings and the hooks they import.
+COURSE_FILES = ("nbgrader_config.py", "course_hooks.py")
 
 
 def assignments(notebooks=NOTEBOOKS):
@@ -34,14 +36,8 @@ def assignments(notebooks=NOTEBOOKS):
 
 def nbgrader(*args, course_root=COURSE):
     """Run an nbgrader command in the course root; raise with its log if it fails."""
-    bin_dir = Path(sys.executable).parent
-    # nbgrader runs `alembic` from PATH: put this environment's scripts first.
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [str(bin_dir / "nbgrader") if (bin_dir / "nbgrader").exists() else "nbgrader", *args]
-    done = subprocess.run(cmd, cwd=course_root, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return done
+    import grading  # scripts/grading.py, beside this file
+    return grading.nbgrader(*args, course_root=course_root)
 
 
 def generate_student_copies(out=STUDENT, course_root=COURSE, notebooks=NOTEBOOKS):
@@ -49,7 +45,8 @@ def generate_student_copies(out=STUDENT, course_root=COURSE, notebooks=NOTEBOOKS
     course_root, out = Path(course_root), Path(out)
     if course_root.resolve() != COURSE.resolve():
         course_root.mkdir(parents=True, exist_ok=True)
-        shutil.copy(COURSE / "nbgrader_config.py", course_root / "nbgrader_config.py")
+        for name in COURSE_FILES:
+            shutil.copy(COURSE / name, course_root / name)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in assignments(notebooks):
@@ -152,7 +149,28 @@ def main(argv=None):
     p.add_argument("out", type=Path)
     p = sub.add_parser("time", help="time each solved student copy")
     p.add_argument("names", nargs="*")
+    # -- grading (scripts/grading.py) --
+    p = sub.add_parser("grade", help="autograde collected submissions; report per student")
+    p.add_argument("names", nargs="*", help="notebooks (default: all)")
+    p.add_argument("--timeout", type=int, default=None,
+                   help="seconds a cell may run (default 60, or $CAPSLIB_GRADE_TIMEOUT)")
+    p = sub.add_parser("feedback", help="feedback pages without hidden tests")
+    p.add_argument("names", nargs="*", help="notebooks (default: all)")
+    p = sub.add_parser("export", help="grades.csv: every roster student, 'missing' if nothing came")
+    p.add_argument("names", nargs="*", help="notebooks (default: all)")
+    p.add_argument("--out", type=Path, default=None)
+    # -- hand-out and collection: options and code in scripts/handout.py, scripts/collect.py --
+    import importlib.util
+    for module_name in ("handout", "collect"):
+        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{module_name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.add_arguments(sub.add_parser(module_name, help=module.HELP, description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    # -- end of hand-out and collection --
     args = parser.parse_args(argv)
+    if getattr(args, "run", None):  # handout, collect
+        return args.run(args)
 
     if args.command == "student":
         for path in generate_student_copies(args.out, args.course_root):
@@ -166,6 +184,20 @@ def main(argv=None):
     elif args.command == "solve":
         write(solve(read(STUDENT / f"{args.notebook}.ipynb"),
                     read(NOTEBOOKS / f"{args.notebook}.ipynb")), args.out)
+    elif args.command in ("grade", "feedback", "export"):
+        import grading  # scripts/grading.py, beside this file
+        names = args.names or assignments()
+        if args.command == "grade":
+            rows = grading.grade(names, timeout=args.timeout)
+            grading.print_report(rows)
+            return 1 if any(row["status"] != "graded" for row in rows) else 0
+        if args.command == "feedback":
+            pages = grading.feedback(names)
+            print(f"{len(pages)} feedback pages in {COURSE / 'feedback'} (no hidden tests)")
+        else:
+            out, rows = grading.export(names, out=args.out)
+            missing = sum(row["status"] == "missing" for row in rows)
+            print(f"wrote {out}: {len(rows)} rows, {missing} missing")
     elif args.command == "time":
         times = time_solved(args.names or None)
         print(f"{'slowest':28} {max(times.values()):6.1f} s")

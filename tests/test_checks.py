@@ -1,5 +1,6 @@
 """capslib.checks: right answers pass, every named mistake is named, stubs stop."""
 import math
+import traceback
 
 import numpy as np
 import pytest
@@ -375,6 +376,9 @@ MISTAKES = [  # (check, wrong answer, phrase its message must contain)
     ("routing", _routing(rounds=lambda it: max(it - 1, 1)), "runs one round too few"),
     ("routing", _routing(couple=ops.sigmoid), "do not sum to 1 over the parents"),
     ("routing", lambda u_hat, iterations=3: routing(u_hat, iterations)[::-1],
+     "returns (c, v), the pair in the wrong order: return (v, c)"),
+    ("routing", lambda u_hat, iterations=3: (ops.expand_dims(routing(u_hat, iterations)[0], 1),
+                                             routing(u_hat, iterations)[1]),
      "expected v of shape (batch, n_out, d)"),
     ("routing", lambda u_hat, iterations=1: routing(u_hat, iterations),
      "the default must be iterations=3"),
@@ -508,7 +512,233 @@ MISTAKES = [  # (check, wrong answer, phrase its message must contain)
     "name, wrong, phrase", MISTAKES,
     ids=[f"{name}-{phrase[:40]}" for name, _, phrase in MISTAKES])
 def test_mistake_is_named(name, wrong, phrase, capsys):
-    with pytest.raises(AssertionError) as info:
+    with pytest.raises(checks.CheckFailed) as info:
         check(name)(wrong)
     assert phrase in str(info.value)
     assert "All" not in capsys.readouterr().out
+
+
+# -- Mistakes written out as a student would write them ------------------------
+
+def routing_resets_b(u_hat, iterations=3):
+    for r in range(iterations):
+        b = ops.zeros(ops.shape(u_hat)[:3])  # the mistake: b = 0 in every round
+        c = ops.softmax(b, axis=2)
+        v = squash(ops.einsum("bij,bijk->bjk", c, u_hat))
+        b = b + ops.einsum("bijk,bjk->bij", u_hat, v)
+    return v, c
+
+
+def routing_agrees_with_s(u_hat, iterations=3):
+    b = ops.zeros(ops.shape(u_hat)[:3])
+    for r in range(iterations):
+        c = ops.softmax(b, axis=2)
+        s = ops.einsum("bij,bijk->bjk", c, u_hat)
+        v = squash(s)
+        if r < iterations - 1:
+            b = b + ops.einsum("bijk,bjk->bij", u_hat, s)  # the mistake: s, not v
+    return v, c
+
+
+def routing_agrees_with_u_hat_summed(u_hat, iterations=3):
+    b = ops.zeros(ops.shape(u_hat)[:3])
+    for r in range(iterations):
+        c = ops.softmax(b, axis=2)
+        v = squash(ops.einsum("bij,bijk->bjk", c, u_hat))
+        if r < iterations - 1:
+            total = ops.sum(u_hat, axis=1)  # the mistake: u_hat summed over the children
+            b = b + ops.expand_dims(ops.sum(total * v, axis=-1), 1)
+    return v, c
+
+
+def routing_agrees_with_previous_v(u_hat, iterations=3):
+    b = ops.zeros(ops.shape(u_hat)[:3])
+    v = ops.zeros_like(u_hat[:, 0])
+    for r in range(iterations):
+        c = ops.softmax(b, axis=2)
+        b = b + ops.einsum("bijk,bjk->bij", u_hat, v)  # the mistake: the last round's v
+        v = squash(ops.einsum("bij,bijk->bjk", c, u_hat))
+    return v, c
+
+
+def routing_returns_c_v(u_hat, iterations=3):
+    b = ops.zeros(ops.shape(u_hat)[:3])
+    for r in range(iterations):
+        c = ops.softmax(b, axis=2)
+        v = squash(ops.einsum("bij,bijk->bjk", c, u_hat))
+        if r < iterations - 1:
+            b = b + ops.einsum("bijk,bjk->bij", u_hat, v)
+    return c, v  # the mistake: (v, c) expected
+
+
+def routing_numpy(u_hat, iterations=3):
+    u_hat = np.asarray(u_hat)
+    b = np.zeros(u_hat.shape[:3])
+    for r in range(iterations):
+        e = np.exp(b - b.max(axis=2, keepdims=True))
+        c = e / e.sum(axis=2, keepdims=True)
+        s = np.einsum("bij,bijk->bjk", c, u_hat)
+        squared = np.sum(s ** 2, axis=-1, keepdims=True)
+        v = squared / (1 + squared) * s / np.sqrt(squared + 1e-7)
+        if r < iterations - 1:
+            b = b + np.einsum("bijk,bjk->bij", u_hat, v)
+    return v, c
+
+
+def squash_without_keepdims(s, axis=-1, epsilon=1e-7):
+    squared = ops.sum(ops.square(s), axis=axis)  # the mistake: no keepdims=True
+    return squared / (1 + squared) * s / ops.sqrt(squared + epsilon)
+
+
+def squash_divides_by_squared_norm(s, axis=-1, epsilon=1e-7):
+    squared = ops.sum(ops.square(s), axis=axis, keepdims=True)
+    return squared / (1 + squared) * s / (squared + epsilon)  # the mistake: not the norm
+
+
+def squash_stops_the_gradient(s, axis=-1, epsilon=1e-7):
+    squared = ops.stop_gradient(ops.sum(ops.square(s), axis=axis, keepdims=True))  # mistake
+    return squared / (1 + squared) * s / ops.sqrt(squared + epsilon)
+
+
+def split_returns_val_train(labels, val_per_class, seed):
+    rng = np.random.default_rng(seed)
+    val = np.concatenate([rng.choice(np.flatnonzero(labels == k), val_per_class, replace=False)
+                          for k in np.unique(labels)])
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return val, train  # the mistake: (train_idx, val_idx) expected
+
+
+def z_test_returns_p_z(acc_1, n_1, acc_2, n_2):
+    p = (acc_1 * n_1 + acc_2 * n_2) / (n_1 + n_2)
+    z = (acc_1 - acc_2) / math.sqrt(p * (1 - p) * (1 / n_1 + 1 / n_2))
+    return math.erfc(abs(z) / math.sqrt(2)), z  # the mistake: (z, p) expected
+
+
+def interval_returns_high_low(accuracy, n, z=1.96):
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n)
+    return min(1.0, accuracy + half), max(0.0, accuracy - half)  # the mistake
+
+
+def prediction_vectors_numpy(W, u):
+    return np.einsum("ijkd,bid->bijk", W, u)
+
+
+def margin_loss_numpy(targets, lengths, m_plus=0.9, m_minus=0.1, lambda_=0.5):
+    present = targets * np.maximum(0.0, m_plus - lengths) ** 2
+    absent = lambda_ * (1 - targets) * np.maximum(0.0, lengths - m_minus) ** 2
+    return np.sum(present + absent, axis=-1)
+
+
+def reconstruction_loss_numpy(images, reconstructions):
+    squared = np.square(images - reconstructions)
+    return np.sum(squared.reshape(len(images), -1), axis=-1)
+
+
+NUMPY_REFUSED = ("cannot be differentiated: write it with keras.ops (ops.sum, ops.square, "
+                 "ops.sqrt, ops.einsum, ...) instead of NumPy: NumPy functions cut the "
+                 "gradient, and the model is trained through this step")
+
+WRITTEN_OUT = [  # (check, the student's function, what the student must read)
+    ("routing", routing_resets_b, "your routing resets the logits b to zero inside the loop"),
+    ("routing", routing_agrees_with_s, "your routing computes the agreement with s instead of v"),
+    ("routing", routing_agrees_with_u_hat_summed,
+     "your routing sums the agreement over the children (u_hat summed over i)"),
+    ("routing", routing_agrees_with_previous_v, "updates b with the previous round's v"),
+    ("routing", routing_returns_c_v,
+     "your routing returns (c, v), the pair in the wrong order: return (v, c)"),
+    ("routing", routing_numpy, "your routing " + NUMPY_REFUSED),
+    ("squash", squash_without_keepdims,
+     "your squash sums the squares without keepdims=True: on an input of shape (3, 8), "
+     "|s|^2 gets shape (3,) instead of (3, 1)"),
+    ("squash", squash_divides_by_squared_norm,
+     "your squash divides s by its squared norm |s|^2 instead of its norm |s|"),
+    ("squash", squash_stops_the_gradient,
+     "your squash's gradient on random (3, 8) vectors differs from capslib's"),
+    ("stratified_split", split_returns_val_train,
+     "your stratified_split returns (val_idx, train_idx), the pair in the wrong order: "
+     "return (train_idx, val_idx)"),
+    ("two_proportion_z_test", z_test_returns_p_z,
+     "your two_proportion_z_test returns (p, z), the pair in the wrong order: return (z, p)"),
+    ("accuracy_interval", interval_returns_high_low,
+     "your accuracy_interval returns (high, low), the pair in the wrong order: "
+     "return (low, high)"),
+    ("prediction_vectors", prediction_vectors_numpy, "your prediction_vectors " + NUMPY_REFUSED),
+    ("margin_loss", margin_loss_numpy, "your margin_loss " + NUMPY_REFUSED),
+    ("reconstruction_loss", reconstruction_loss_numpy,
+     "your reconstruction_loss " + NUMPY_REFUSED),
+    ("squash", _squash_numpy, "your squash " + NUMPY_REFUSED),
+    ("capsule_lengths", lambda p: np.sqrt(np.sum(np.square(p), axis=-1) + 1e-7),
+     "your capsule_lengths " + NUMPY_REFUSED),
+]
+
+
+@pytest.mark.parametrize("name, wrong, words", WRITTEN_OUT,
+                         ids=[f"{n}-{f.__name__}" for n, f, _ in WRITTEN_OUT])
+def test_written_out_mistake_is_named(name, wrong, words, capsys):
+    with pytest.raises(checks.CheckFailed) as info:
+        check(name)(wrong)
+    assert str(info.value).startswith(words) if words.startswith("your") else (
+        words in str(info.value))
+    assert "All" not in capsys.readouterr().out
+
+
+def test_mask_poses_and_data_exercises_accept_numpy(capsys):
+    # mask_poses is not refused in NumPy: 05_decoder's own answer is NumPy and
+    # the model masks with capslib's Mask layer.
+    def mask_poses_numpy(poses, labels):
+        batch, n_caps, dims = poses.shape
+        keep = np.eye(n_caps, dtype=poses.dtype)[labels]
+        return (poses * keep[:, :, None]).reshape(batch, n_caps * dims)
+
+    checks.check_mask_poses(mask_poses_numpy)
+    for name in ("shift_image", "stratified_split", "count_primary_capsules", "best_epoch",
+                 "two_proportion_z_test", "tweak_pose", "confusion_matrix",
+                 "coupling_entropy", "accuracy_interval"):
+        check(name)(CORRECT[name][0])  # written with NumPy or plain Python
+    assert capsys.readouterr().out.count("checks passed.") == 10
+
+
+# -- What a notebook shows -------------------------------------------------------
+
+def _frames_in_checks(error):
+    return [f.name for f in traceback.extract_tb(error.__traceback__)
+            if f.filename == checks.__file__]
+
+
+def test_a_failed_check_renders_as_its_message_alone():
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.check_routing(routing_resets_b)
+    assert isinstance(info.value, AssertionError)  # nbgrader: an error, the cell scores 0
+    lines = info.value._render_traceback_()  # what IPython shows instead of a traceback
+    assert len(lines) == 1
+    assert lines[0].endswith(f"CheckFailed\x1b[0m: {info.value}")
+    assert "checks.py" not in lines[0]
+
+
+def test_stub_traceback_shows_none_of_the_checks_code():
+    def stub(s, axis=-1, epsilon=1e-7):
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError) as info:
+        checks.check_squash(stub)
+    # Only the public entry point, which IPython and pytest hide (__tracebackhide__).
+    assert _frames_in_checks(info.value) == ["wrapper"]
+    assert traceback.extract_tb(info.value.__traceback__)[-1].name == "stub"
+    shown = "".join(traceback.format_exception(info.value))
+    assert "wrong axis" not in shown and "keepdims" not in shown
+
+
+def test_student_errors_keep_their_own_traceback():
+    def helper(u_hat):
+        return ops.zeros((2, 3)) + ops.zeros((4, 5))  # a shape error of the student's
+
+    def routing_with_a_bug(u_hat, iterations=3):
+        return helper(u_hat), None
+
+    with pytest.raises(Exception) as info:
+        checks.check_routing(routing_with_a_bug)
+    assert not isinstance(info.value, AssertionError)  # outside squash: not a named mistake
+    names = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert "routing_with_a_bug" in names and "helper" in names
+    assert _frames_in_checks(info.value) == ["wrapper"]
+    assert any("raised by your routing" in note for note in info.value.__notes__)

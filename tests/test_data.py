@@ -119,11 +119,14 @@ def test_explicit_dir_is_used(tmp_path, monkeypatch):
 
 @pytest.fixture
 def nowhere(tmp_path, monkeypatch):
-    """No local copy anywhere, so the loader must download."""
+    """No local copy anywhere (nor in the working folder), so the loader must download."""
     monkeypatch.delenv("CAPSLIB_DATA_DIR", raising=False)
     monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo")
     monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+    monkeypatch.setattr(data, "PACKAGE_PARENT", tmp_path / "site-packages")  # installed
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
     return tmp_path
 
 
@@ -132,8 +135,30 @@ def test_download_failure_is_a_data_error(nowhere, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(data.keras.utils, "get_file", offline)
-    with pytest.raises(DataError, match="download.*network unreachable"):
+    with pytest.raises(DataError, match="download.*network unreachable") as err:
         data.load_fashion_mnist()
+    # One line with the fixes, and not the download's traceback.
+    message = str(err.value)
+    assert "\n" not in message and err.value.__cause__ is None
+    assert err.value.__suppress_context__
+    for fix in ("Run from the course folder", "CAPSLIB_DATA_DIR=",
+                "apt install dataset-fashion-mnist", str(nowhere / "notebooks")):
+        assert fix in message
+
+
+@pytest.mark.parametrize("where", ["course", "course/notebooks"])
+def test_data_is_found_from_the_working_folder(nowhere, monkeypatch, where):
+    """A course copied elsewhere: run in it, or in its notebooks/ folder."""
+    src = write_set(nowhere / "course" / "data" / "fashion-mnist", monkeypatch)
+    (nowhere / where).mkdir(exist_ok=True)
+    monkeypatch.chdir(nowhere / where)
+
+    def no_download(**kwargs):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(data.keras.utils, "get_file", no_download)
+    assert data.find_data_dir() == src.resolve()
+    assert data.load_fashion_mnist()[0][1].tolist() == [0, 9, 4]
 
 
 def test_download_goes_to_keras_cache(nowhere, monkeypatch):
@@ -415,7 +440,8 @@ def test_kwargs_reach_pydataset():
     "images, labels, message",
     [
         (np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, int), "255"),
-        (np.zeros((4, 28, 28), np.float32), np.zeros(4, int), r"\(N, 28, 28, 1\)"),
+        (np.zeros((4, 28, 28), np.float32), np.zeros(4, int), r"\(batch, 28, 28, 1\)"),
+        (np.full((4, 28, 28, 1), 255, np.float32), np.zeros(4, int), "divide by 255"),
         (np.zeros((4, 28, 28, 1), np.float32), np.array([0, 1, 10, 2]), "0..9"),
         (np.zeros((4, 28, 28, 1), np.float32), np.array([0, 1, -1, 2]), "0..9"),
         (np.zeros((4, 28, 28, 1), np.float32), np.zeros(3, int), "length"),

@@ -68,3 +68,35 @@ def test_cli_evaluate_accepts_a_shipped_folder(shipped):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])
     assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_ship_run_writes_a_verified_folder_with_a_card(tmp_path):
+    """A finished run (faked: a small model with its metrics and log) shipped as the course's model."""
+    model = build_capsnet(**SMALL)
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    metrics = {"val_accuracy": 0.1, "test_accuracy": 0.1, "best_epoch": 2, "epochs": 2,
+               "per_class_accuracy": {"T-shirt/top": 0.1}, "parameters": model.count_params(),
+               "train_images_per_s": 80.0, "n_train": 55000, "n_val": 5000, "n_test": 10000,
+               "backend": "tensorflow", "keras_version": "3", "device": "CPU: test",
+               "config": {"seed": 42, "batch_size": 100}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "log.csv").write_text("epoch,epoch_seconds,val_lengths_accuracy,val_loss\n"
+                                 "0,60,0.1,0.9\n1,60,0.1,0.8\n")
+    folder = tmp_path / "shipped"
+    shipped = pretrained.ship_run(run, folder, command="python -m capslib train --run-dir run")
+    assert 0 <= shipped["shipped_weights"]["test_accuracy"] <= 1
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "interim CPU model" in card and "epoch 2 selected on the validation loss" in card
+    assert "python -m capslib train --run-dir run" in card
+    sums = (folder / "SHA256SUMS").read_text()
+    assert "MODEL_CARD.md" in sums and "weights.npz" in sums
+    done = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pretrained.load_metrics(folder)["shipped_weights"]["dtype"] == "float16"
+
+
+def test_ship_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(pretrained.PretrainedError, match="not a finished run"):
+        pretrained.ship_run(tmp_path, tmp_path / "out")

@@ -1,0 +1,129 @@
+"""The grading tools' parts that need no kernel: the tamper scan, the locked-cell
+report, the feedback preprocessor, the time limits and the course's nbgrader
+config (a config that fails to load is ignored by nbgrader without a word)."""
+import copy
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "classroom"))
+import grading  # noqa: E402
+
+pytest.importorskip("nbgrader")
+import course_hooks  # noqa: E402
+from nbformat import from_dict  # noqa: E402
+
+
+@pytest.mark.parametrize("source, finding", [
+    ("import numpy\nnumpy.allclose = lambda *a, **k: True", "replaces numpy.allclose"),
+    ("np.testing.assert_allclose = print", "replaces np.testing.assert_allclose"),
+    ("checks.check_margin_loss = lambda fn: None", "replaces checks.check_margin_loss"),
+    ("import builtins\nbuiltins.abs = lambda x: 0", "replaces builtins.abs"),
+    ("__builtins__['all'] = lambda x: True", "uses __builtins__"),
+    ("setattr(np, 'allclose', lambda *a: True)", "calls setattr()"),
+    ("import importlib\nimportlib.reload(checks)", "calls importlib.reload()"),
+    ("class Fake:\n    def __eq__(self, other):\n        return True", "defines __eq__"),
+])
+def test_tamper_scan_names_what_could_fake_a_verdict(source, finding):
+    found = grading.tamper_findings(source)
+    assert any(f.startswith(finding) for f in found), found
+
+
+@pytest.mark.parametrize("source", [
+    "def margin_loss(t, lengths, m_plus=0.9):\n    x = ops.relu(m_plus - lengths)\n    return ops.sum(x, axis=-1)",
+    "import numpy as np\nresult = np.allclose(1, 1)",  # calling is fine; replacing is not
+    "model.trainable = False\nself_x = 3",
+    "def broken(:\n",  # a syntax error fails on its own
+])
+def test_tamper_scan_leaves_honest_code_alone(source):
+    assert grading.tamper_findings(source) == []
+
+
+def _nb(*cells):
+    return {"cells": [copy.deepcopy(c) for c in cells], "metadata": {}, "nbformat": 4,
+            "nbformat_minor": 5}
+
+
+def _cell(source, grade_id=None, locked=False, grade=False, solution=False):
+    cell = {"cell_type": "code", "source": source, "metadata": {}, "outputs": [],
+            "execution_count": None}
+    if grade_id:
+        cell["metadata"]["nbgrader"] = {"grade_id": grade_id, "locked": locked, "grade": grade,
+                                        "solution": solution, "points": 1 if grade else 0}
+    return cell
+
+
+def test_locked_cell_report_names_changed_and_deleted_cells_only():
+    released = _nb(_cell("setup()", "setup", locked=True),
+                   _cell("def f():\n    raise NotImplementedError()", "answer", solution=True),
+                   _cell("check(f)", "check", locked=True, grade=True),
+                   _cell("check2(f)", "check2", locked=True, grade=True))
+    honest = copy.deepcopy(released)
+    honest["cells"][1]["source"] = "def f():\n    return 1"
+    assert grading.locked_cell_changes(honest, released) == []
+    tampered = copy.deepcopy(honest)
+    tampered["cells"][2]["source"] = "pass"
+    del tampered["cells"][3]
+    assert grading.locked_cell_changes(tampered, released) == [("check", "changed"),
+                                                               ("check2", "deleted")]
+
+
+def test_submission_tampering_scans_only_what_the_student_wrote():
+    released = _nb(_cell("import numpy as np\nnp.random.seed(0)", "setup", locked=True),
+                   _cell("raise NotImplementedError()", "answer", solution=True))
+    sub = copy.deepcopy(released)
+    sub["cells"][1]["source"] = "np.allclose = lambda *a, **k: True\ndef f():\n    return 0"
+    sub["cells"].append(_cell("checks.check_f = print"))
+    assert grading.submission_tampering(sub, released) == [
+        ("answer", "replaces np.allclose"), ("cell 2", "replaces checks.check_f")]
+
+
+def test_feedback_preprocessor_removes_hidden_tests_and_their_tracebacks():
+    source = ("checks.check_f(f)\n### BEGIN HIDDEN TESTS\nassert f(2) == 4, 'f(2) must be 4'\n"
+              "### END HIDDEN TESTS")
+    cell = from_dict(_cell(source, "check", locked=True, grade=True))
+    cell.outputs = [from_dict({"output_type": "error", "ename": "AssertionError",
+                               "evalue": "f(2) must be 4",
+                               "traceback": ["Traceback", "----> 3 assert f(2) == 4, 'f(2) must be 4'"]})]
+    cell, _ = course_hooks.HideHiddenTests().preprocess_cell(cell, {}, 0)
+    assert cell.source == "checks.check_f(f)"
+    assert cell.outputs[0].traceback == ["AssertionError: f(2) must be 4"]
+
+
+def test_time_limits(monkeypatch):
+    monkeypatch.delenv("CAPSLIB_GRADE_TIMEOUT", raising=False)
+    assert course_hooks.cell_timeout({"source": "while True:\n    pass"}) == 60
+    monkeypatch.setenv("CAPSLIB_GRADE_TIMEOUT", "20")
+    assert course_hooks.cell_timeout({"source": "x = 1"}) == 20
+    long_cells = course_hooks.long_running_sources()
+    assert len(long_cells) >= 3, "06's training, 07's model and 08's experiment are tagged"
+    training = next(s for s in long_cells if "capslib.train.train(config" in s)
+    assert course_hooks.cell_timeout({"source": training}) == course_hooks.LONG_CELL_TIMEOUT
+    # A student who edits a long cell loses its allowance.
+    assert course_hooks.cell_timeout({"source": training + "\nwhile True: pass"}) == 20
+    monkeypatch.setenv("CAPSLIB_GRADE_TIMEOUT", "soon")
+    with pytest.raises(SystemExit, match="whole number of seconds"):
+        course_hooks.cell_timeout({"source": "x"})
+
+
+def test_course_config_loads_without_errors_or_unrecognised_settings(tmp_path):
+    course = tmp_path / "classroom"
+    course.mkdir()
+    for name in ("nbgrader_config.py", "course_hooks.py"):
+        shutil.copy(ROOT / "classroom" / name, course / name)
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run([str(bin_dir / "nbgrader"), "db", "student", "list", "--log-level=DEBUG"],
+                          cwd=course, capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(Path.home())})
+    log = done.stdout + done.stderr
+    assert "Exception while loading config file" not in log, log
+    assert "not recognized" not in log, log
+    assert "Loaded config file" in log and "classroom/nbgrader_config.py" in log, log[-2000:]
+    assert (course / "gradebook.db").exists() and not (tmp_path / "gradebook.db").exists()

@@ -1,0 +1,362 @@
+"""The student hand-out (scripts/handout.py, `make handout`) and the teacher's
+formgrader (`make formgrader`).
+
+The hand-out is built from a clean checkout (the files git lists, copied to a temporary
+folder), then the whole bundle, and the zip, are searched for anything of the teacher's:
+solution and hidden-test markers, every line of a solution or hidden test that students
+are not meant to see, and the answers to the discussion questions in TEACHING.md. The
+bundle's own `make open` starts JupyterLab (with this environment, which has nbgrader
+installed) and the REST API must list the notebooks with nbgrader's extensions off.
+`make formgrader` must serve the formgrader and its students API on a copy of the course
+root, with PATH lacking this environment (as when a teacher has not activated it).
+"""
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent  # the environment running the tests
+NAME = "capsnet-student"
+STUDENT_NOTEBOOKS = sorted(p.name for p in (ROOT / "student").glob("*.ipynb"))
+TOP_LEVEL = {".git", ".gitignore", "Makefile", "README.md", "capslib", "constraints.txt", "data",
+             "environment.yml", "jupyter", "notebooks", "pyproject.toml", "results"}
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS")
+BINARY = {".gz", ".npz", ".png", ".keras", ".h5", ".zip"}
+
+
+# -- what must never reach a student ------------------------------------------------------------
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _between(source, begin, end):
+    out, inside = [], False
+    for line in source.splitlines():
+        if line.strip() == begin:
+            inside = True
+        elif line.strip() == end:
+            inside = False
+        elif inside:
+            out.append(line)
+    return out
+
+
+def secret_lines():
+    """Stripped lines of the teacher's solutions and hidden tests (longer than 8 characters, as
+    in test_classroom.py) that students never see: less any line of the student copies and of
+    capslib (the library the notebooks import, whose functions the exercises are checked against)."""
+    secret = set()
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            lines = (_between(_source(cell), "### BEGIN SOLUTION", "### END SOLUTION")
+                     + _between(_source(cell), "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"))
+            secret |= {line.strip() for line in lines if len(line.strip()) > 8}
+    shipped = set()
+    for path in (ROOT / "student").glob("*.ipynb"):
+        for cell in json.loads(path.read_text())["cells"]:
+            shipped |= {line.strip() for line in _source(cell).splitlines()}
+    for path in (ROOT / "capslib").rglob("*.py"):
+        shipped |= {line.strip() for line in path.read_text().splitlines()}
+    return secret - shipped
+
+
+def teaching_answers():
+    """The opening words (60 characters, whitespace collapsed) of each answer to a discussion
+    question in TEACHING.md."""
+    text = (ROOT / "TEACHING.md").read_text()
+    section = text.split("## Answers to the discussion questions", 1)[1].split("\n## ", 1)[0]
+    items = re.findall(r"^\d\. (.+(?:\n {3}.+)*)", section, re.M)
+    return [" ".join(item.split())[:60] for item in items]
+
+
+def readable(name, data):
+    """The text to search in one file: its bytes decoded, and for a notebook its cells' sources
+    and text outputs too (JSON escapes would hide a line); '' for compressed files."""
+    if Path(name).suffix in BINARY:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if name.endswith(".ipynb"):
+        nb = json.loads(text)
+        for cell in nb["cells"]:
+            text += "\n" + _source(cell)
+            for out in cell.get("outputs", []):
+                text += "\n" + "".join(out.get("text", "")) + "\n".join(
+                    "".join(v) for v in out.get("data", {}).values() if isinstance(v, (str, list)))
+    return text
+
+
+def leaks(name, data, secret, answers):
+    """What of the teacher's one file holds."""
+    text = readable(name, data)
+    found = [f"{name}: {m}" for m in MARKERS if m in text]
+    found += [f"{name}: solution line {line!r}" for line in secret & {ln.strip() for ln in text.splitlines()}]
+    flat = " ".join(text.split())
+    found += [f"{name}: TEACHING.md answer {a!r}" for a in answers if a in flat]
+    return found
+
+
+# -- the bundle, built from a clean checkout -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """(folder, zip) of the hand-out built with --git from a copy of what git lists."""
+    tmp = tmp_path_factory.mktemp("handout")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    checkout = tmp / "checkout"
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
+    done = subprocess.run([sys.executable, "scripts/classroom.py", "handout", "--out", str(tmp / "out"),
+                           "--git"], cwd=checkout, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return tmp / "out" / NAME, tmp / "out" / f"{NAME}.zip", checkout
+
+
+def test_the_bundle_holds_what_students_need_and_nothing_of_the_teachers(bundle):
+    folder, zip_path, _ = bundle
+    assert {p.name for p in folder.iterdir()} == TOP_LEVEL
+    assert sorted(p.name for p in (folder / "notebooks").iterdir()) == STUDENT_NOTEBOOKS
+    for name in STUDENT_NOTEBOOKS:
+        assert (folder / "notebooks" / name).read_bytes() == (ROOT / "student" / name).read_bytes()
+    for sub in ("capslib", "data", "results"):  # whole, as a clean checkout has them
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", sub],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+        expected = {name for name in listed if name and (ROOT / name).is_file()}
+        got = {p.relative_to(folder).as_posix() for p in (folder / sub).rglob("*") if p.is_file()}
+        assert got == expected and got, sub
+    assert (folder / "results" / "routing-class" / "results.json").is_file()  # notebook 08 reads it
+    assert (folder / "data" / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
+    # The students' install: no nbgrader (the classroom extra), JupyterLab on notebooks/.
+    makefile = (folder / "Makefile").read_text()
+    assert '-e ".[notebooks]"' in makefile and "classroom" not in makefile
+    assert "JUPYTER_CONFIG_PATH" in makefile
+    readme = (folder / "README.md").read_text()
+    assert "make lab" in readme and "3.10" in readme and "## Hand in" in readme
+    # The zip holds the same files under one top folder, without .git.
+    with zipfile.ZipFile(zip_path) as zf:
+        names = {n for n in zf.namelist() if not n.endswith("/")}
+    files = {f"{NAME}/{p.relative_to(folder).as_posix()}" for p in folder.rglob("*")
+             if p.is_file() and ".git" not in p.relative_to(folder).parts}
+    assert names == files
+
+
+def test_no_solution_hidden_test_or_answer_anywhere_in_the_bundle_or_the_zip(bundle):
+    folder, zip_path, _ = bundle
+    secret, answers = secret_lines(), teaching_answers()
+    assert len(secret) > 50 and len(answers) >= 20, "the search lost its targets"
+    # The search finds what it looks for: in the teacher's notebooks and TEACHING.md.
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert any("solution line" in leak for leak in leaks(path.name, path.read_bytes(), secret, [])), path.name
+    assert len(leaks("TEACHING.md", (ROOT / "TEACHING.md").read_bytes(), set(), answers)) == len(answers)
+
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and ".git" not in path.relative_to(folder).parts:
+            found += leaks(path.relative_to(folder).as_posix(), path.read_bytes(), secret, answers)
+    with zipfile.ZipFile(zip_path) as zf:
+        for name in zf.namelist():
+            found += leaks(f"zip:{name}", zf.read(name), secret, answers)
+    assert not found, "\n".join(found)
+
+
+def test_the_git_option_commits_the_bundle_alone_on_main(bundle):
+    folder, _, _ = bundle
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=True).stdout
+
+    assert git("rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    assert len(git("log", "--oneline").splitlines()) == 1
+    assert git("status", "--porcelain") == ""
+    tracked = set(git("ls-files").splitlines())
+    assert tracked == {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                       if p.is_file() and ".git" not in p.relative_to(folder).parts}
+
+
+def test_a_new_hand_out_is_a_new_commit_on_the_same_history(bundle, tmp_path):
+    _, _, checkout = bundle
+    out = tmp_path / "out"
+
+    def build():
+        subprocess.run([sys.executable, "scripts/handout.py", "--out", str(out), "--git"], cwd=checkout,
+                       capture_output=True, check=True, timeout=120)
+        return subprocess.run(["git", "log", "--format=%H"], cwd=out / NAME, capture_output=True,
+                              text=True, check=True).stdout.split()
+
+    first = build()
+    assert build() == first  # nothing changed: no commit
+    init = checkout / "capslib" / "__init__.py"
+    original = init.read_text()
+    init.write_text(original + "# updated for week 2\n")
+    try:
+        second = build()
+    finally:
+        init.write_text(original)
+    assert len(second) == 2 and second[1:] == first  # pushes as a fast-forward
+    assert "week 2" in (out / NAME / "capslib" / "__init__.py").read_text()
+
+
+# -- Jupyter servers, headless on loopback -------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, path, token):
+    """(status, final URL, body) of a GET on the local server."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.url, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.url, error.read().decode(errors="replace")
+
+
+class Server:
+    """`make <target>` with a Jupyter server on a free loopback port; stopped on exit."""
+
+    def __init__(self, tmp, cwd, target, *make_args):
+        if not shutil.which("make"):
+            pytest.skip("no make")
+        self.port, self.token = free_port(), "capsnet-test-token"
+        lab_args = f"--no-browser --ip=127.0.0.1 --port={self.port} --IdentityProvider.token={self.token}"
+        if os.geteuid() == 0:
+            lab_args += " --allow-root"
+        # No environment's bin/ on PATH: the Makefiles must find their own tools.
+        path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                               if p and Path(p).resolve() != (VENV / "bin").resolve())
+        env = {**os.environ, "PATH": path, "JUPYTER_CONFIG_DIR": str(tmp / "user-config"),
+               "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTER_DATA_DIR": str(tmp / "data"),
+               "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces")}
+        env.pop("JUPYTER_CONFIG_PATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        self.log = open(tmp / f"{target}.log", "w+")
+        self.proc = subprocess.Popen([shutil.which("make"), "-C", str(cwd), target, f"VENV={VENV}",
+                                      f"LAB_ARGS={lab_args}", *make_args],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def __enter__(self):
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server stopped:\n{self.output()}")
+            try:
+                if get(self.port, "/api/status", self.token)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"no server after 90 s:\n{self.output()}")
+
+    def get(self, path):
+        return get(self.port, path, self.token)
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def __exit__(self, *exc):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def page_config(html):
+    """JupyterLab's page config (the JSON in the page's jupyter-config-data script)."""
+    match = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(match.group(1))
+
+
+def test_the_students_jupyterlab_lists_the_notebooks_without_nbgrader(bundle, tmp_path):
+    pytest.importorskip("jupyterlab")
+    folder, _, _ = bundle
+    with Server(tmp_path, folder, "open") as server:
+        status, _, body = server.get("/api/contents/notebooks")
+        assert status == 200, body
+        assert sorted(item["name"] for item in json.loads(body)["content"]) == STUDENT_NOTEBOOKS
+        status, url, _ = server.get("/")
+        assert status == 200 and url.endswith("/lab/tree/notebooks")  # where make lab opens
+        # nbgrader is installed here (the teacher's environment) and still off: no server
+        # extension answers, and JupyterLab disables its menus.
+        assert server.get("/formgrader")[0] == 404
+        assert server.get("/assignments")[0] == 404
+        status, _, html = server.get("/lab")
+        assert status == 200
+        assert "@jupyter/nbgrader" in page_config(html)["disabledExtensions"]
+        log = server.output()
+    assert "nbgrader" not in log.lower(), log
+
+
+def test_make_formgrader_serves_the_course_root(tmp_path):
+    pytest.importorskip("nbgrader")  # the classroom extra
+    course = tmp_path / "course" / "classroom"
+    course.mkdir(parents=True)
+    for name in ("nbgrader_config.py", "course_hooks.py"):
+        shutil.copy(ROOT / "classroom" / name, course / name)
+    source = course / "source" / "02_primary_capsules"  # as `make student` stages it
+    source.mkdir(parents=True)
+    shutil.copy(ROOT / "notebooks" / "02_primary_capsules.ipynb", source)
+    before = {name: (ROOT / name).exists() for name in ("gradebook.db", ".nbgrader.log")}
+    with Server(tmp_path, ROOT, "formgrader", f"COURSE={course}",
+                "-o", f"{VENV}/.installed") as server:
+        status, url, html = server.get("/")
+        assert status == 200 and "/formgrader/manage_assignments" in url, url
+        assert "nbgrader" in html.lower()
+        status, _, body = server.get("/formgrader/api/students")  # "Manage students" (alembic)
+        assert status == 200, body
+        assert json.loads(body) == []
+        assert server.get("/formgrader/manage_students")[0] == 200
+        status, _, body = server.get("/formgrader/api/assignments")
+        assert status == 200 and [a["name"] for a in json.loads(body)] == ["02_primary_capsules"], body
+        log = server.output()
+    assert (course / "gradebook.db").is_file(), "the gradebook belongs in the course root"
+    assert not (course.parent / "gradebook.db").exists()
+    assert {name: (ROOT / name).exists() for name in before} == before, "nothing at the repository root"
+    for bad in ("not recognized", "Traceback", "course directory root is not a subdirectory"):
+        assert bad not in log, log
+
+
+def test_make_lab_runs_nbgrader_from_the_course_root_only():
+    if not shutil.which("make"):
+        pytest.skip("no make")
+    dry = subprocess.run(["make", "-n", "-o", f"{VENV}/.installed", "lab", f"VENV={VENV}"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert dry.startswith("cd classroom && PATH=") and f"{VENV}/bin:" in dry, dry
+
+
+def test_the_build_refuses_a_bundle_with_a_solution_marker(tmp_path):
+    spec = importlib.util.spec_from_file_location("handout", ROOT / "scripts" / "handout.py")
+    handout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handout)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "x.ipynb").write_text('{"source": "### BEGIN SOLUTION"}')
+    with pytest.raises(SystemExit, match="BEGIN SOLUTION"):
+        handout.check_no_answers(tmp_path)
