@@ -211,7 +211,7 @@ def grade(names, course_root=COURSE, timeout=None, log=print):
         if unexpected:
             raise RuntimeError(f"nbgrader autograde {name} failed:\n{done.stdout}{done.stderr}")
         scores = _scores(course_root, name)
-        seconds_by_student = _seconds_per_student(course_root, name, students, start, seconds)
+        seconds_by_student = _seconds_per_student(course_root, name, students, seconds)
         released = _read(course_root / "release" / name / f"{name}.ipynb")
         for student in students:
             submitted_path = course_root / "submitted" / student / name / f"{name}.ipynb"
@@ -244,7 +244,7 @@ def grade(names, course_root=COURSE, timeout=None, log=print):
     return rows
 
 
-def _seconds_per_student(course_root, name, students, start, seconds):
+def _seconds_per_student(course_root, name, students, seconds):
     """Each student's share of one ``autograde`` run: nbgrader grades them one
     after the other, so the gaps between the graded files' times (a student
     whose kernel died: the gap before the next file) measure each."""
