@@ -1,15 +1,18 @@
 """Command line: ``python -m capslib {train,evaluate,ship,experiment,bench} --help``.
 
 A user's mistake (a flag out of range, a run folder in use or damaged, a
-model file that is not a CapsNet, a full disk) prints one line and no
-traceback; exit code 2 for usage errors, 1 for the others, 130 for Ctrl-C.
-``--debug`` (or ``CAPSLIB_DEBUG=1``) shows the traceback.
+model file that is not a CapsNet, a full disk, a folder that cannot be
+written) prints one line and no traceback; exit code 2 for usage errors, 1
+for the others, 130 for Ctrl-C and 143 for SIGTERM (both leave a run that
+goes on when the same command is run again). ``--debug`` (or
+``CAPSLIB_DEBUG=1``) shows the traceback.
 """
 import argparse
 import errno
 import json
 import os
 import shlex
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -107,19 +110,33 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.command_line = "python -m capslib " + shlex.join(
         sys.argv[1:] if argv is None else list(argv))
-    if args.debug or os.environ.get("CAPSLIB_DEBUG", "") not in ("", "0"):
-        return _run(args)
+    from capslib.runs import interrupt_handling
+    with interrupt_handling():  # SIGTERM as Ctrl-C; signals Keras swallows still count
+        return _main(args)
+
+
+def _main(args):
+    from capslib.runs import Interrupted
+    debug = args.debug or os.environ.get("CAPSLIB_DEBUG", "") not in ("", "0")
+    try:
+        return _run(args) if debug else _caught(args)
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        where = " (run the same command again: it goes on from there)" if (
+            args.command in ("train", "experiment")) else ""
+        name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
+        print(f"\n{name}{where}.", file=sys.stderr)
+        return 128 + signum
+
+
+def _caught(args):
+    """``_run`` with each expected error as one line and an exit code."""
     from capslib.config import ConfigError
     from capslib.data import DataError
     from capslib.model import ModelFileError
     from capslib.runs import RunError
     try:
         return _run(args)
-    except KeyboardInterrupt:
-        where = " (run the same command again: it goes on from there)" if (
-            args.command in ("train", "experiment")) else ""
-        print(f"\nInterrupted{where}.", file=sys.stderr)
-        return 130
     except (ConfigError, ModelFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -127,16 +144,23 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise
-        print(f"error: no space left on the disk ({e}). Free some space and run the same "
-              "command again.", file=sys.stderr)
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            print(f"error: no space left on the disk ({e}). Free some space and run the same "
+                  "command again.", file=sys.stderr)
+        else:
+            print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}. "
+                  "Check the path and its permissions (--debug shows where).", file=sys.stderr)
         return 1
 
 
 def _run(args):
     import matplotlib
     matplotlib.use("Agg")
+    for flag in ("run_dir", "runs_dir", "out", "data_dir"):
+        if getattr(args, flag, None) == "":
+            from capslib.config import ConfigError
+            raise ConfigError(f"--{flag.replace('_', '-')} '': give a folder (or leave the "
+                              "option out for the default)")
     if args.command == "train":
         from capslib.train import DEFAULT_RUN_DIR, train
         metrics = train(_config(args), run_dir=args.run_dir or DEFAULT_RUN_DIR,

@@ -194,6 +194,16 @@ def find_data_dir(data_dir=None):
                     f"found nothing there. {_FIX}"
                 )
         return d.resolve()
+    chosen = os.environ.get("CAPSLIB_DATA_DIR")
+    if chosen:  # set on purpose: a folder without the files is a mistake, not a fallback
+        d = Path(chosen).expanduser()
+        missing = [name for name in FILES if not (d / name).is_file()]
+        if missing:
+            raise DataError(
+                f"CAPSLIB_DATA_DIR={chosen}: {d / missing[0]} not found"
+                f"{f' (nor {len(missing) - 1} other file(s))' if len(missing) > 1 else ''}. "
+                "Point it at a folder holding the four Fashion-MNIST .gz files, or unset it "
+                "to use the course's copy.")
     for d in candidate_dirs():
         if _has_all_files(d):
             return d.resolve()
@@ -557,12 +567,32 @@ def transform_images(images, kind, amount=0, seed=0):
 
 
 def balanced_indices(labels, n):
-    """The first ``n // n_classes`` indices of each class, in order (n at most)."""
+    """The first ``n // n_classes`` indices of each class, in order (n at most).
+
+    "In order" means by position in ``labels``, not by class: ``labels[result]``
+    mixes the classes. For one image per class in class order (to title
+    column ``k`` with class ``k``), use ``first_of_each_class``.
+    """
     labels = np.asarray(labels)
     classes = np.unique(labels)
     per_class = max(1, n // len(classes))
     picked = np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in classes])
     return np.sort(picked)
+
+
+def first_of_each_class(labels, n_classes=None):
+    """The index of the first image of each class, in class order.
+
+    ``labels[result[k]] == k`` for every class ``k`` in ``0 .. n_classes - 1``
+    (``n_classes`` defaults to ``max(labels) + 1``). Raises ValueError if a
+    class has no image.
+    """
+    labels = np.asarray(labels)
+    n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    missing = [k for k in range(n_classes) if not np.any(labels == k)]
+    if missing:
+        raise ValueError(f"no image of class {', '.join(map(str, missing))} in the labels.")
+    return np.array([np.flatnonzero(labels == k)[0] for k in range(n_classes)])
 
 
 class CapsuleDataset(keras.utils.PyDataset):

@@ -16,6 +16,7 @@ again after an interruption), each measurement is kept as soon as it is
 made, and ``--out`` gets ``results.json``, the models' ``metrics.json`` and
 ``log.csv``, and a README with the command and the hardware.
 """
+import contextlib
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ from capslib.baseline import class_scores
 from capslib.config import ConfigError, config_for_profile, get_profile
 from capslib.model import load_classifier
 from capslib.routing import coupling_entropy
-from capslib.runs import RunFolder, write_json_atomic, write_text_atomic
+from capslib.runs import RunError, RunFolder, os_error, write_json_atomic, write_text_atomic
 
 # name -> (what the reader sees, the train job's settings)
 VARIANTS = {
@@ -81,8 +82,6 @@ def experiment_configs(profile):
 def run_experiment(profile=None, runs_dir=None, out=None, data_dir=None, verbose=2,
                    command=None):
     """Train (or resume) the four models, measure them, write ``out``; return the results."""
-    from capslib.train import prepare_data, train  # train imports this package's models
-
     profile = profile or get_profile("class")
     if profile not in SIZES:
         raise ConfigError(f"profile {profile!r} is not one of {', '.join(SIZES)}")
@@ -90,15 +89,46 @@ def run_experiment(profile=None, runs_dir=None, out=None, data_dir=None, verbose
     out = Path(out or Path("results") / f"routing-{profile}")
     sizes = SIZES[profile]
     configs = experiment_configs(profile)
+    # Both folders must be writable before hours of training, not after.
+    check_writable(runs_dir, "--runs-dir")
+    check_writable(out, "--out")
     start = time.perf_counter()
     print(f"Experiment at the {profile} profile: {len(configs)} models in "
           f"{_shown(runs_dir)}, results in {_shown(out)}.")
+    counted = []  # set once this session's time is in elapsed.json
+    try:
+        return _run_experiment(profile, runs_dir, out, data_dir, verbose, command, sizes,
+                               configs, start, counted)
+    except BaseException:  # interrupted or failed: its time still counts in the total
+        if not counted:
+            with contextlib.suppress(Exception):
+                _add_elapsed(runs_dir, time.perf_counter() - start)
+        raise
+
+
+def check_writable(folder, flag):
+    """RunError (one line naming ``folder`` and ``flag``) unless files can be written there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            raise RunError(f"{folder}: a file, not a folder; choose another {flag}.")
+        write_text_atomic(folder / ".capslib-write-check", "")
+        (folder / ".capslib-write-check").unlink()
+    except OSError as e:
+        raise os_error(e, folder, flag) from None
+
+
+def _run_experiment(profile, runs_dir, out, data_dir, verbose, command, sizes, configs, start,
+                    counted):
+    from capslib.train import prepare_data, train
 
     results = {"profile": profile, "variants": {}, "test_sets": {}}
     for k, (name, config) in enumerate(configs.items()):
         print(f"\n[{k + 1}/{len(configs)}] {name}: training ({config.epochs} epochs on "
               f"{config.train_limit or 'all'} images)")
-        metrics = train(config, run_dir=runs_dir / name, data_dir=data_dir, verbose=verbose)
+        metrics = train(config, run_dir=runs_dir / name, data_dir=data_dir, verbose=verbose,
+                        flag="--runs-dir")
         results["variants"][name] = {"label": VARIANTS[name][0], "metrics": metrics}
 
     config = next(iter(configs.values()))
@@ -127,6 +157,7 @@ def run_experiment(profile=None, runs_dir=None, out=None, data_dir=None, verbose
         hardware=_hardware(), backend=keras.backend.backend(),
         keras_version=keras.__version__, wall_seconds_this_session=session,
         wall_seconds=_add_elapsed(runs_dir, session))
+    counted.append(True)
     _write(out, runs_dir, results)
     print(f"\nWritten to {_shown(out)} in {session / 60:.1f} minutes "
           f"({results['wall_seconds'] / 60:.1f} in all sessions of this experiment).")
@@ -134,25 +165,33 @@ def run_experiment(profile=None, runs_dir=None, out=None, data_dir=None, verbose
 
 
 def _measure(run_dir, sets, labels, sweep_images, sweep_labels, batch_size):
-    """Accuracy on each transformed set and the shift sweep, kept in the run folder."""
+    """Accuracy on each transformed set and the shift sweep, kept in the run
+    folder (``transformed.json``), with each image's predicted class beside it
+    (``predictions.npz``, read by :func:`load_predictions`: paired tests)."""
     kept = RunFolder(run_dir).read_json(run_dir / "transformed.json", "the measurements")
-    if kept is not None and set(kept["accuracy"]) == set(sets):
+    if (kept is not None and set(kept["accuracy"]) == set(sets)
+            and _read_predictions(run_dir / PREDICTIONS, sets) is not None):
         return kept
     model = load_classifier(run_dir / "best.keras")
-    accuracy = {}
+    accuracy, predicted = {}, {}
     bar = keras.utils.Progbar(len(sets) + len(SHIFTS), unit_name="test set")
     for k, (name, images) in enumerate(sets.items()):
         scores = class_scores(model.predict(images, batch_size=batch_size, verbose=0))
-        accuracy[name] = float(np.mean(np.argmax(scores, axis=1) == labels))
+        predicted[name] = np.argmax(scores, axis=1)
+        accuracy[name] = float(np.mean(predicted[name] == labels))
         bar.update(k + 1)
     sweep = {"accuracy": [], "true_class_score": []}
+    sweep_predicted = []
     for k, dx in enumerate(SHIFTS):
         moved = data.shift_images(sweep_images, 0, dx)
         scores = class_scores(model.predict(moved, batch_size=batch_size, verbose=0))
-        sweep["accuracy"].append(float(np.mean(np.argmax(scores, axis=1) == sweep_labels)))
+        sweep_predicted.append(np.argmax(scores, axis=1))
+        sweep["accuracy"].append(float(np.mean(sweep_predicted[-1] == sweep_labels)))
         sweep["true_class_score"].append(
             float(np.mean(scores[np.arange(len(scores)), sweep_labels])))
         bar.update(len(sets) + k + 1)
+    # Before transformed.json: a folder holding that file also holds these.
+    _write_predictions(run_dir / PREDICTIONS, predicted, labels, sweep_predicted, sweep_labels)
     kept = {"accuracy": accuracy, "shift_sweep": sweep}
     write_json_atomic(run_dir / "transformed.json", kept)
     return kept
@@ -227,11 +266,13 @@ def _write(out, runs_dir, results):
     out.mkdir(parents=True, exist_ok=True)
     for name in results["variants"]:
         (out / name).mkdir(exist_ok=True)
-        for file in ("metrics.json", "log.csv", "learning_curves.png"):
+        for file in ("metrics.json", "log.csv", "learning_curves.png", PREDICTIONS):
             if (runs_dir / name / file).is_file():
                 shutil.copyfile(runs_dir / name / file, out / name / file)
     write_json_atomic(out / "results.json", results)
     write_text_atomic(out / "README.md", _readme(results))
+    write_text_atomic(out / "comparisons.md",
+                      comparison_table(results, load_predictions(out, results)))
 
 
 def _readme(results):
@@ -289,3 +330,193 @@ def load_results(path):
         raise FileNotFoundError(
             f"{path}: no results. Make them with `python -m capslib experiment`.")
     return json.loads(path.read_text())
+
+
+# -- per-image predictions and the comparisons of notebook 08 ----------------------
+
+PREDICTIONS = "predictions.npz"  # in each model's run folder and in --out/<model>/
+
+
+def _write_predictions(path, predicted, labels, sweep_predicted, sweep_labels):
+    """Each image's predicted class on each transformed set (and the sweep), as
+    ``predictions.npz``: ``sets`` (names), ``predicted`` (sets, images),
+    ``labels``, ``shifts``, ``sweep_predicted`` (shifts, images), ``sweep_labels``."""
+    from capslib.runs import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f, sets=np.array(list(predicted)),
+            predicted=np.stack(list(predicted.values())).astype(np.int8),
+            labels=np.asarray(labels, dtype=np.int8), shifts=np.array(SHIFTS),
+            sweep_predicted=np.stack(sweep_predicted).astype(np.int8),
+            sweep_labels=np.asarray(sweep_labels, dtype=np.int8))
+
+
+def _read_predictions(path, sets=None):
+    """The arrays of a ``predictions.npz``, or None if it is absent, unreadable
+    or lacks one of ``sets`` (it is measured again then)."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            kept = {key: saved[key] for key in saved.files}
+        names = [str(name) for name in kept["sets"]]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    if sets is not None and set(names) != set(sets):
+        return None
+    kept["sets"] = names
+    return kept
+
+
+def load_predictions(folder, results):
+    """``{model: {set: bool array}}``: whether each model of ``results`` got
+    each image of each transformed set right, from ``<folder>/<model>/predictions.npz``
+    (run folders, or an experiment's ``--out``). None unless every model has
+    them for every set and all were made on the same images: results made
+    before the experiment saved them (the committed ones) have none."""
+    correct, labels = {}, None
+    for name in results["variants"]:
+        kept = _read_predictions(Path(folder) / name / PREDICTIONS, results["test_sets"])
+        if kept is None or (labels is not None and not np.array_equal(kept["labels"], labels)):
+            return None
+        labels = kept["labels"]
+        correct[name] = {set_name: kept["predicted"][k] == labels
+                         for k, set_name in enumerate(kept["sets"])}
+    return correct
+
+
+# The comparisons notebook 08 tests, (a, b) for "a minus b": four on the whole
+# test set, then two on each transformed set (with its untransformed images).
+TEST_COMPARISONS = (("capsnet_r3", "capsnet_r1"), ("capsnet_r3", "baseline_cnn"),
+                    ("capsnet_r1", "baseline_cnn"), ("capsnet_r3", "capsnet_r3_no_decoder"))
+SET_COMPARISONS = (("capsnet_r3", "baseline_cnn"), ("capsnet_r3", "capsnet_r1"))
+SHORT_NAMES = {"baseline_cnn": "CNN", "capsnet_r1": "1 round", "capsnet_r3": "3 rounds",
+               "capsnet_r3_no_decoder": "no decoder"}
+
+
+def comparisons(results, predictions=None):
+    """One dict per comparison of notebook 08 (those of its models that ``results`` has):
+    ``set``, ``n`` (images per model), ``a``, ``b``, ``acc_a``, ``acc_b``,
+    ``difference`` (acc_a - acc_b), ``low``, ``high`` (its 95% interval), ``p``
+    (two-sided), ``test`` and ``holm`` (p corrected over all the rows).
+
+    Unpaired (two-proportion z-test, interval of two independent proportions)
+    unless ``predictions`` (:func:`load_predictions`) holds both models'
+    answers per image on the set: then McNemar's exact test and the paired
+    interval. The whole test set is always unpaired (the train job keeps its
+    accuracy, not its answers).
+    """
+    from capslib import stats
+
+    variants = results["variants"]
+    rows = []
+
+    def add(set_name, n, a, b, acc_a, acc_b):
+        if predictions is not None and set_name in predictions.get(a, {}):
+            correct_a, correct_b = predictions[a][set_name], predictions[b][set_name]
+            p = stats.mcnemar(correct_a, correct_b).p
+            low, high = stats.paired_difference_interval(correct_a, correct_b)
+            test = "McNemar, paired"
+        else:
+            p = stats.two_proportion_z_test(acc_a, n, acc_b, n)[1]
+            low, high = stats.difference_interval(acc_a, n, acc_b, n)
+            test = "z, unpaired"
+        rows.append(dict(set=set_name, n=n, a=a, b=b, acc_a=acc_a, acc_b=acc_b,
+                         difference=acc_a - acc_b, low=low, high=high, p=p, test=test))
+
+    for a, b in TEST_COMPARISONS:
+        if a in variants and b in variants:
+            ma, mb = variants[a]["metrics"], variants[b]["metrics"]
+            if ma["n_test"] != mb["n_test"]:
+                raise ValueError(f"{a} and {b} were tested on {ma['n_test']} and "
+                                 f"{mb['n_test']} images: not the same test set")
+            add("test set", ma["n_test"], a, b, ma["test_accuracy"], mb["test_accuracy"])
+    for a, b in SET_COMPARISONS:
+        if a in variants and b in variants:
+            for set_name, spec in results["test_sets"].items():
+                add(set_name, spec["n"], a, b, variants[a]["accuracy"][set_name],
+                    variants[b]["accuracy"][set_name])
+    for row, adjusted in zip(rows, stats.holm([row["p"] for row in rows])):
+        row["holm"] = adjusted
+    return rows
+
+
+def comparison_table(results, predictions=None):
+    """Notebook 08's comparisons (:func:`comparisons`) as one Markdown table and a
+    note on how it was computed: what the notebook prints, ``--out``'s
+    ``comparisons.md`` holds and README.md quotes."""
+    from capslib.stats import format_p
+
+    rows = comparisons(results, predictions)
+    header = ["set", "images", "a vs b", "a %", "b %", "a - b (points)",
+              "95% interval (points)", "p", "test", "Holm p", "Holm p < 0.05"]
+    cells = [[row["set"], f"{row['n']:,}",
+              f"{SHORT_NAMES.get(row['a'], row['a'])} vs {SHORT_NAMES.get(row['b'], row['b'])}",
+              f"{100 * row['acc_a']:.2f}", f"{100 * row['acc_b']:.2f}",
+              f"{100 * row['difference']:+.2f}",
+              f"{100 * row['low']:+.2f} to {100 * row['high']:+.2f}",
+              format_p(row["p"]), row["test"], format_p(row["holm"]),
+              "yes" if row["holm"] < 0.05 else "no"] for row in rows]
+    widths = [max(len(line[k]) for line in [header, *cells]) for k in range(len(header))]
+    right = {1, 3, 4, 5, 6, 7, 9}  # numbers, right-aligned
+
+    def line(values):
+        return "| " + " | ".join(v.rjust(w) if k in right else v.ljust(w)
+                                 for k, (v, w) in enumerate(zip(values, widths))) + " |"
+    rule = "| " + " | ".join("-" * (w - 1) + ":" if k in right else "-" * w
+                             for k, w in enumerate(widths)) + " |"
+    survivors = sum(row["holm"] < 0.05 for row in rows)
+    paired = any(row["test"].startswith("McNemar") for row in rows)
+    unpaired = any(row["test"].startswith("z") for row in rows)
+    notes = ["a - b: the difference of accuracy in points; its 95% interval; p: two-sided."]
+    if unpaired:
+        notes.append("z, unpaired: the two-proportion z-test and the interval of two "
+                     "independent proportions. Both models saw the same images, but their "
+                     "answers per image were not kept, so the pairing is ignored: "
+                     "conservative (wider intervals, larger p than a paired test).")
+    if paired:
+        notes.append("McNemar, paired: McNemar's exact test on the images where the two "
+                     "models disagree, and the paired interval.")
+    notes.append(f"Holm p: corrected by Holm's method over the {len(rows)} comparisons of "
+                 f"this table (capslib.stats.holm); {survivors} of {len(rows)} stay below "
+                 "0.05.")
+    return "\n".join([line(header), rule, *map(line, cells), "", " ".join(notes)]) + "\n"
+
+
+def untrained_couplings(images, seed=0, batch_size=100, dtype="float64", verbose=0):
+    """The couplings' statistics of the experiment's trace (the same code,
+    ``_traced``) for an *untrained* CapsNet of the traced model's architecture,
+    its weights drawn with ``seed``: what routing does by construction, the
+    chance level of the trained model's numbers.
+
+    ``dtype``: the precision the untrained model computes in. Its predictions
+    are tiny, so routing moves its couplings away from 0.1 by about 1e-7, a
+    few float32 steps (float32 resolves 7.5e-9 at 0.1): in float32 many
+    children's two largest couplings tie exactly and count as having no
+    strongest parent, which lowers the share. float64 resolves them (the
+    TensorFlow backend; JAX computes in float32 unless x64 is enabled).
+
+    Reseeds Python, NumPy and the backend (``keras.utils.set_random_seed``).
+    """
+    import io
+    import tempfile
+
+    from capslib.model import build_capsnet
+
+    settings = VARIANTS[TRACED][1]
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)  # for building, and for loading in _traced
+    try:
+        keras.utils.set_random_seed(seed)
+        model = build_capsnet(routing_iterations=settings.get("routing_iterations", 3),
+                              decoder=settings.get("decoder", True))
+        with tempfile.TemporaryDirectory(prefix="capslib-untrained-") as folder:
+            model.save(Path(folder) / "best.keras")
+            quiet = (contextlib.nullcontext() if verbose
+                     else contextlib.redirect_stdout(io.StringIO()))
+            with quiet:
+                return _traced(Path(folder), images, batch_size)
+    finally:
+        keras.config.set_dtype_policy(policy)

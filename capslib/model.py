@@ -336,17 +336,23 @@ def load_classifier(path, kinds=None):
     if path.is_dir() and (path / "SHA256SUMS").is_file():
         from capslib.pretrained import load_pretrained  # it imports this module
         return load_pretrained(path)
+    if path.is_dir():
+        raise ModelFileError(
+            f"{path}: a folder, neither a .keras model file nor a shipped model (it holds no "
+            "SHA256SUMS); give a .keras file such as runs/capsnet/best.keras")
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir()
-                                                         else ""))
+        raise ModelFileError(f"{path}: no such file")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a Keras model file (expected a .keras zip archive "
                              "such as a run's best.keras)")
+    from capslib.runs import check_interrupted
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # a damaged archive fails in many ways (zip, JSON, h5py)
+        check_interrupted()  # Keras' bare except turns Ctrl-C into another error
         raise ModelFileError(f"{path}: not a readable Keras model file ({type(e).__name__}: "
                              f"{str(e)[:200]})") from e
+    check_interrupted()  # ... or swallows it and goes on
     if not isinstance(model, kinds):
         names = " or ".join(k.__name__ for k in kinds)
         raise ModelFileError(f"{path}: a Keras model ({type(model).__name__} "

@@ -65,8 +65,9 @@ def _verified(folder):
             f"{_restore_hint()}.")
     expected = {}
     for line in sums_path.read_text().splitlines():
-        digest, _, name = line.strip().partition("  ")
-        expected[name] = digest
+        # "DIGEST  NAME" (text mode) or "DIGEST *NAME" (`sha256sum -b`, binary mode)
+        digest, _, name = line.strip().partition(" ")
+        expected[name[1:] if name[:1] in " *" else name] = digest
     for name in FILES:
         path = folder / name
         if name not in expected:
@@ -179,6 +180,21 @@ test-time augmentation. Load it with `capslib.pretrained.load_pretrained()` (che
 """
 
 
+QUICK_CHECK_IMAGES = 500  # enough to catch altered weights, fast enough for CI
+
+
+def quick_check(folder=SHIPPED_DIR, data_dir=None, n=QUICK_CHECK_IMAGES):
+    """How many of the first ``n`` test images the shipped model gets right:
+    stored at shipping time, recomputed by the tests (a few seconds, not the
+    whole test set)."""
+    from capslib.data import load_fashion_mnist
+    from capslib.train import evaluate_model
+
+    _, (x_test, y_test) = load_fashion_mnist(data_dir)
+    result = evaluate_model(load_pretrained(folder), x_test[:n], y_test[:n])
+    return {"quick_check_images": n, "quick_check_correct": int(round(result["accuracy"] * n))}
+
+
 def ship_run(run_dir, folder=SHIPPED_DIR, command=None, data_dir=None, dtype="float16"):
     """Ship a finished run's selected model: float16 weights, metrics, a model
     card and SHA-256 sums in ``folder``; the shipped weights' test accuracy is
@@ -193,7 +209,8 @@ def ship_run(run_dir, folder=SHIPPED_DIR, command=None, data_dir=None, dtype="fl
     save_pretrained(model, folder, metrics=metrics, dtype=dtype)
     shipped = evaluate(folder, config_for_profile("full"), data_dir=data_dir)  # all test images
     metrics["shipped_weights"] = {"dtype": dtype, "test_accuracy": shipped["accuracy"],
-                                  "command": "python -m capslib evaluate data/capsnet-fashion-mnist"}
+                                  "command": "python -m capslib evaluate data/capsnet-fashion-mnist",
+                                  **quick_check(folder, data_dir)}
     metrics["config"] = {**metrics.get("config", {}), "run_dir": str(run_dir)}
     card = _model_card(metrics, log, {"test_accuracy": shipped["accuracy"]},
                        command or f"python -m capslib train --run-dir {run_dir}")

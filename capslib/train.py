@@ -3,20 +3,23 @@ validation loss, evaluate the test set once, write ``metrics.json`` and figures.
 
 A run lives in one folder (``runs/capsnet`` by default)::
 
-    config.json      the recipe (a resumed run must use the same one)
-    state.json       where the run stands: epochs kept, best epoch, the log's rows
+    config.json      the recipe (a resumed run must use the same one; state.json keeps it too)
+    state.json       where the run stands: epochs kept, best epoch, the log's rows, the
+                     recipe, the SHA-256 of each model file, the Keras backends used
     log.csv          one row per epoch (losses, accuracies, images/s, learning rate)
-    backup/          the last kept epoch (model + optimizer), until metrics.json exists
-    best.keras       the model of the best epoch so far (lowest val_loss)
+    backup/          the last kept epoch and the best one (model + optimizer), until
+                     metrics.json exists
+    best.keras       a copy of the best epoch so far (lowest val_loss; never a link)
     metrics.json     written once, at the end, with the test result
     learning_curves.png, reconstructions.png
     .lock            held by the job using the folder (a second job is refused)
 
-Interrupt it at any time (Ctrl-C, a kill, a full disk) and run the same
+Interrupt it at any time (Ctrl-C, SIGTERM, a kill, a full disk) and run the same
 command again: it goes on from the step that was interrupted, and a seeded
 run ends as it would have without the interruption (``capslib.runs`` says
 how). A finished run is not trained or evaluated again.
 """
+import math
 import time
 from pathlib import Path
 
@@ -28,8 +31,9 @@ from capslib.baseline import build_baseline, class_scores, compile_baseline
 from capslib.config import ConfigError, TrainConfig, config_for_profile, setting_name
 from capslib.model import (ModelFileError, build_capsnet, compile_capsnet, load_capsnet,
                            load_classifier)
-from capslib.runs import (EpochCheckpoint, RunError, RunFolder, RunState, atomic_path,
-                          read_log, write_json_atomic)
+from capslib.runs import (EpochCheckpoint, RunError, RunFolder, RunState, StateDamaged,
+                          atomic_path, check_interrupted, os_error, read_log, weights_finite,
+                          write_json_atomic)
 
 DEFAULT_RUN_DIR = Path("runs") / "capsnet"
 # Settings that may differ when a run is resumed (more epochs, another device).
@@ -88,20 +92,25 @@ def prepare_data(config, data_dir=None):
     return (x_tr, y_tr), (x_val, y_val), (x_test, y_test)
 
 
-def _check_recipe(run, config):
-    saved = run.read_json(run.config_path, "the recipe of this run")
-    if saved is None:
-        return
+def _check_recipe(run, config, state=None, metrics=None):
+    """The recipe must be the run's: as config.json, state.json and metrics.json say
+    (deleting config.json does not change it)."""
+    sources = [run.read_json(run.config_path, "the recipe of this run"),
+               state.recipe if state else None,
+               (metrics or {}).get("config") if isinstance(metrics, dict) else None]
     current = config.to_dict()
     defaults = TrainConfig().to_dict()  # a setting added since the run began has its default
-    differs = {k for k in current if saved.get(k, defaults[k]) != current[k]}
-    differs -= _RESUMABLE_CHANGES
-    if differs:
-        details = ", ".join(f"{k}: {saved.get(k, defaults[k])!r} -> {current[k]!r}"
-                            for k in sorted(differs))
-        raise ConfigError(
-            f"{run.path} holds a run with another recipe ({details}). "
-            "Use another --run-dir, or delete that folder to start over.")
+    for saved in sources:
+        if not isinstance(saved, dict):
+            continue
+        differs = {k for k in current if saved.get(k, defaults[k]) != current[k]}
+        differs -= _RESUMABLE_CHANGES
+        if differs:
+            details = ", ".join(f"{k}: {saved.get(k, defaults[k])!r} -> {current[k]!r}"
+                                for k in sorted(differs))
+            raise ConfigError(
+                f"{run.path} holds a run with another recipe ({details}). "
+                f"Use another {run.flag}, or delete that folder to start over.")
 
 
 def _check_finished(run, config, metrics):
@@ -111,7 +120,7 @@ def _check_finished(run, config, metrics):
             f"{setting_name('epochs')} {config.epochs}: {run.path} is finished ({planned} epochs "
             f"planned, {metrics.get('epochs')} trained) and its test set was evaluated; it is "
             "not extended, which would evaluate the test set a second time. Use another "
-            "--run-dir for a longer run.")
+            f"{run.flag} for a longer run.")
 
 
 def evaluate_model(model, x, y, batch_size=100):
@@ -135,38 +144,56 @@ def evaluate_model(model, x, y, batch_size=100):
 
 
 def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
-          callbacks=()):
+          callbacks=(), flag="--run-dir"):
     """Run (or resume) the training job in ``run_dir``; return the metrics dict.
 
     Raises ``ConfigError`` (a setting out of range, another recipe), before
-    anything is written, and ``RunError`` (folder in use, damaged, disk full).
+    anything is written, and ``RunError`` (folder in use, damaged, unwritable,
+    disk full, training diverged). ``flag``: the option naming the folder, for
+    messages (the experiment's is --runs-dir).
     """
     config = (config or config_for_profile()).validate()
-    run = RunFolder(run_dir)
+    run = RunFolder(run_dir, flag=flag)
     with run.lock():
-        return _train(run, config, data_dir, verbose, callbacks)
+        try:
+            return _train(run, config, data_dir, verbose, callbacks)
+        except OSError as e:  # one line naming the path (a full disk is DiskFull already)
+            raise os_error(e, run.path, flag) from e
 
 
 def _train(run, config, data_dir, verbose, callbacks):
-    _check_recipe(run, config)
     metrics = run.read_json(run.metrics_path, "the results of this run")
+    try:
+        state, damage = run.read_state(), None
+    except StateDamaged as e:
+        state, damage = None, str(e)
+    _check_recipe(run, config, state, metrics)
     if metrics is not None:
         _check_finished(run, config, metrics)
-        run.remove_backup()  # in case the job was stopped just after metrics.json
+        if run.backup_dir.exists():
+            run.remove_backup()  # in case the job was stopped just after metrics.json
+        _warn_if_best_changed(run, state)
         print(f"{run.path} is finished (the test set was evaluated once already); "
               f"its metrics: {run.metrics_path}")
         return metrics
-    state = run.read_state()
-    if state is None:
-        run.check_no_older_progress()
-        state = RunState()
-    if state.epochs_done > config.epochs:
-        raise ConfigError(
-            f"{setting_name('epochs')} {config.epochs}: {run.path} has trained "
-            f"{state.epochs_done} epochs already; ask for at least {state.epochs_done}.")
+    if state is not None:
+        _check_epochs(run, config, state)
 
     keras.utils.set_random_seed(config.seed)
     (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = prepare_data(config, data_dir)
+    steps_per_epoch = math.ceil(len(x_tr) / config.batch_size)
+    # Every file the state names is checked before anything is removed or rewritten.
+    if state is None:
+        state = run.rebuild_state(steps_per_epoch, damage)
+        _check_epochs(run, config, state)
+    run.verify(state, steps_per_epoch)
+    state.recipe = {**(state.recipe or {}), **config.to_dict()}
+    backend = keras.backend.backend()
+    if state.backends and state.backends[-1] != backend:
+        print(f"{run.path}: trained with {state.backends[-1]} so far; it goes on with "
+              f"{backend} (metrics.json names both).")
+    if not state.backends or state.backends[-1] != backend:
+        state.backends.append(backend)
     write_json_atomic(run.config_path, config.to_dict())
     run.write_state(state)
     run.sync_with_state(state)  # repairs what an interruption left half done
@@ -192,6 +219,10 @@ def _train(run, config, data_dir, verbose, callbacks):
     except ModelFileError as e:
         raise RunError(f"{e}. Restore it, or move the folder {run.path} away to start "
                        "over.") from None
+    if not weights_finite(best):  # never evaluate (nor select) a diverged model
+        raise RunError(f"{run.best_path}: its weights are not finite (NaN or infinite); it "
+                       f"cannot be evaluated. Start a new run with a lower "
+                       f"{setting_name('learning_rate')} (another {run.flag}).")
     val = evaluate_model(best, x_val, y_val, config.batch_size)
     test = evaluate_model(best, x_test, y_test, config.batch_size)
     history = _columns(state.history)
@@ -209,6 +240,7 @@ def _train(run, config, data_dir, verbose, callbacks):
         "fit_seconds_this_session": fit_seconds,
         "n_train": len(x_tr), "n_val": len(x_val), "n_test": len(x_test),
         "backend": keras.backend.backend(),
+        "backends": list(state.backends),  # every backend that trained this run, in order
         "keras_version": keras.__version__,
         "device": device.device_description(),
         "config": config.to_dict(),
@@ -221,6 +253,24 @@ def _train(run, config, data_dir, verbose, callbacks):
     print(f"validation accuracy {metrics['val_accuracy']:.4f} (best epoch {state.best_epoch}), "
           f"test accuracy {metrics['test_accuracy']:.4f}; written to {run.metrics_path}")
     return metrics
+
+
+def _check_epochs(run, config, state):
+    if state.epochs_done > config.epochs:
+        raise ConfigError(
+            f"{setting_name('epochs')} {config.epochs}: {run.path} has trained "
+            f"{state.epochs_done} epochs already; ask for at least {state.epochs_done}.")
+
+
+def _warn_if_best_changed(run, state):
+    """A finished run's best.keras changed since it was evaluated: say so, once."""
+    recorded = state.sha256.get(run.best_path.name) if state else None
+    if not recorded or not run.best_path.is_file():
+        return
+    from capslib.data import file_sha256
+    if file_sha256(run.best_path) != recorded:
+        print(f"warning: {run.best_path} is not the model this run evaluated (its checksum "
+              "differs from state.json's); metrics.json describes the original.")
 
 
 def _targets(config):
@@ -276,8 +326,10 @@ def _restore(model, backup):
     try:
         model.load_weights(backup)
     except Exception as e:  # a damaged archive fails in many ways (zip, h5py, shapes)
+        check_interrupted()  # Keras turns Ctrl-C during loading into another error
         raise RunError(f"{backup} cannot be read ({type(e).__name__}: {str(e)[:200]}). "
                        "Move the run folder away to start over.") from e
+    check_interrupted()
 
 
 def _columns(rows):

@@ -49,14 +49,31 @@ def plot_samples_per_class(x, y, per_class=8, class_names=CLASS_NAMES):
     return fig
 
 
-def plot_learning_curves(history):
+def selected_epoch(history):
+    """The 1-based epoch with the lowest finite ``val_loss`` (the first if tied), or None.
+
+    This is the epoch ``capslib.train`` keeps as ``best.keras``.
+    """
+    val_loss = np.asarray(history.get("val_loss", []), dtype=float)
+    finite = np.isfinite(val_loss)
+    if not finite.any():
+        return None
+    return int(np.argmin(np.where(finite, val_loss, np.inf))) + 1
+
+
+def plot_learning_curves(history, best_epoch=None):
     """Loss and accuracy per epoch, training beside validation.
 
     ``history``: a dict of lists (``History.history``) or a mapping loaded
     from the CSV log, with keys like ``loss``, ``val_loss``,
-    ``lengths_accuracy`` and ``val_lengths_accuracy``.
+    ``lengths_accuracy`` and ``val_lengths_accuracy``. A dashed vertical line
+    in both panels marks the selected epoch: ``best_epoch`` (1-based) if given,
+    else the one with the lowest validation loss (``selected_epoch``); no line
+    without a validation loss.
     """
     epochs = np.arange(1, len(history["loss"]) + 1)
+    best = selected_epoch(history) if best_epoch is None else int(best_epoch)
+    why = "\n(lowest validation loss)" if best_epoch is None else ""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     for key, label in (("loss", "training"), ("val_loss", "validation")):
         if key in history:
@@ -71,9 +88,13 @@ def plot_learning_curves(history):
             ax2.plot(epochs, 100 * np.asarray(history[key], dtype=float), "o-", label=label)
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax1, ax2):
+        if best is not None:
+            ax.axvline(best, color="gray", ls="--", lw=1.2,
+                       label=f"selected: epoch {best}{why}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     return fig
 
@@ -149,6 +170,60 @@ def plot_pose_tweaks(tweaked, steps, title=None, dims=None, size=1.0):
     fig.supxlabel("value added to the dimension", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def most_changing_dims(tweaked, top=4):
+    """The ``top`` pose dimensions whose tweak changes the decoded image most,
+    largest first: mean absolute pixel difference between the last and first step.
+
+    ``tweaked``: (n_dims, n_steps, 28, 28[, 1]). Returns (dims, changes).
+    """
+    tweaked = np.asarray(tweaked, dtype="float32")
+    change = np.abs(tweaked[:, -1] - tweaked[:, 0]).reshape(len(tweaked), -1).mean(axis=1)
+    order = np.argsort(-change, kind="stable")[:top]
+    return order, change[order]
+
+
+def plot_pose_tweak_differences(tweaked, steps, top=4, title=None, size=2.0):
+    """The few most informative pose tweaks, large: for each of the ``top``
+    dimensions that change the image most, the image decoded at the first
+    step, at 0 and at the last step, and the difference map (last minus first;
+    red: ink added, blue: ink removed; one colour bar for all rows).
+
+    ``tweaked``: (n_dims, n_steps, 28, 28[, 1]); ``steps``: the added values
+    (symmetric around 0, as in ``plot_pose_tweaks``).
+    """
+    tweaked = np.asarray(tweaked, dtype="float32")
+    if tweaked.ndim == 5:
+        tweaked = tweaked[..., 0]
+    steps = np.asarray(steps)
+    dims, changes = most_changing_dims(tweaked, top)
+    middle = int(np.argmin(np.abs(steps)))
+    diffs = tweaked[dims, -1] - tweaked[dims, 0]
+    scale = max(float(np.abs(diffs).max()), 1e-6)
+    fig, axes = plt.subplots(len(dims), 4, figsize=(4 * size + 1.4, len(dims) * size + 0.9),
+                             squeeze=False, layout="constrained")
+    columns = [(0, f"{steps[0]:+.2f}"), (middle, f"{steps[middle]:+.2f}"),
+               (-1, f"{steps[-1]:+.2f}")]
+    for row, (d, change) in enumerate(zip(dims, changes)):
+        for col, (s, label) in enumerate(columns):
+            ax = axes[row, col]
+            ax.imshow(tweaked[d, s], cmap="binary", vmin=0, vmax=1)
+            if row == 0:
+                ax.set_title(f"{label} added" if s != middle else "unchanged", fontsize=11)
+        im = axes[row, 3].imshow(diffs[row], cmap="RdBu_r", vmin=-scale, vmax=scale)
+        if row == 0:
+            axes[row, 3].set_title(f"difference ({steps[-1]:+.2f}) - ({steps[0]:+.2f})",
+                                   fontsize=11)
+        axes[row, 0].set_ylabel(f"dim {d}\n(mean |change|\n{change:.3f})", rotation=0,
+                                ha="right", va="center", fontsize=11)
+        for ax in axes[row]:
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(im, ax=axes[:, 3], shrink=0.8,
+                 label="pixel change (red: ink added, blue: removed)")
+    fig.suptitle(title or f"The {len(dims)} pose dimensions that change the image most",
+                 fontsize=13)
     return fig
 
 

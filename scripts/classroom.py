@@ -4,6 +4,7 @@
     python scripts/classroom.py check            # student/ is what notebooks/ generates, byte for byte
     python scripts/classroom.py solve NB OUT     # a student copy with the reference answers filled in
     python scripts/classroom.py time             # run each solved student copy, print seconds
+    python scripts/classroom.py execute NB...    # re-execute teacher notebooks in place (stored outputs)
 
 The course root is ``classroom/`` (its ``nbgrader_config.py``); each notebook
 is one nbgrader assignment named after it (``02_primary_capsules``, ...).
@@ -137,6 +138,56 @@ def time_solved(names=None, timeout=900):
     return times
 
 
+# TensorFlow's C++ start-up notices (printed before TF_CPP_MIN_LOG_LEVEL applies): not
+# part of the lesson, so they are not stored in the committed notebooks.
+STARTUP_NOTICES = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ",
+                   "To enable the following instructions", "E0000 ", "W0000 ")
+
+
+def drop_startup_notices(nb):
+    """Remove TensorFlow's start-up notices from the stderr outputs of ``nb`` (in place)."""
+    for cell in nb["cells"]:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out["text"] if isinstance(out["text"], str) else "".join(out["text"])
+                lines = [line for line in text.splitlines(keepends=True)
+                         if line.strip() and not line.startswith(STARTUP_NOTICES)]
+                if not lines:
+                    continue
+                out["text"] = lines
+            kept.append(out)
+        if cell["cell_type"] == "code":
+            cell["outputs"] = kept
+    return nb
+
+
+def tidy_outputs(nb):
+    """``nb`` (nbformat) as committed: streams merged and progress bars' carriage
+    returns applied, as `jupyter nbconvert --execute` stores them; no start-up notices."""
+    import nbformat
+    from nbconvert.preprocessors.coalescestreams import CoalesceStreamsPreprocessor
+
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
+    return drop_startup_notices(json.loads(nbformat.writes(nb)))
+
+
+def execute(names, timeout=None):
+    """Run teacher notebooks top to bottom in place (in notebooks/, the default
+    profile), as committed: outputs, execution counts, widget state; no start-up notices."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name in names:
+        path = NOTEBOOKS / f"{Path(name).stem}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        write(tidy_outputs(nb), path)
+        print(f"{path.name:32} executed in {time.perf_counter() - start:6.1f} s", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +200,8 @@ def main(argv=None):
     p.add_argument("out", type=Path)
     p = sub.add_parser("time", help="time each solved student copy")
     p.add_argument("names", nargs="*")
+    p = sub.add_parser("execute", help="re-execute teacher notebooks in place (after editing them)")
+    p.add_argument("names", nargs="+", help="notebooks, e.g. 07_interpretation")
     # -- grading (scripts/grading.py) --
     p = sub.add_parser("grade", help="autograde collected submissions; report per student")
     p.add_argument("names", nargs="*", help="notebooks (default: all)")
@@ -181,6 +234,8 @@ def main(argv=None):
             print("student/ is out of date; run `make student`. Differ:", differ, "Extra:", extra)
             return 1
         print(f"student/ matches notebooks/ ({len(assignments())} notebooks)")
+    elif args.command == "execute":
+        execute(args.names)
     elif args.command == "solve":
         write(solve(read(STUDENT / f"{args.notebook}.ipynb"),
                     read(NOTEBOOKS / f"{args.notebook}.ipynb")), args.out)

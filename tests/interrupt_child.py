@@ -2,8 +2,9 @@
 
     python tests/interrupt_child.py RUN_DIR POINT SIGNAL RECIPE_JSON
 
-POINT is one of the keys of ``POINTS``; SIGNAL is KILL or INT; RECIPE_JSON the
-overrides of the quick profile. The process sends the signal to itself at
+POINT is one of the keys of ``POINTS``; SIGNAL is KILL, INT or TERM; RECIPE_JSON
+the overrides of the quick profile. "loading-best" runs the command line
+(``python -m capslib train``) and exits with its code. The process sends the signal to itself at
 that point, so the point is exact. Each epoch begun is appended to
 RUN_DIR/../epochs_begun.txt.
 """
@@ -11,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -73,8 +75,29 @@ POINTS = {
     "evaluating-test-set": lambda: wrap(capslib.train, "evaluate_model",
                                         before=_count_evaluations),
     "writing-figures": lambda: wrap(capslib.viz, "save", after=lambda *a, **k: True),
+    "loading-best": lambda: None,
 }
 
+
+def swallowing_load_model():
+    """Keras' loading as it is: a bare ``except:`` (saving_lib) eats the signal."""
+    load = keras.saving.load_model
+
+    def load_model(*args, **kwargs):
+        try:
+            die()
+            time.sleep(2)  # the handler raises here; Keras' except swallows it
+        except:  # noqa: E722
+            pass
+        return load(*args, **kwargs)
+    keras.saving.load_model = load_model
+
+
 POINTS[point]()
+if point == "loading-best":  # the command line, a signal while best.keras loads
+    from capslib.__main__ import main
+    flags = [x for k, v in json.loads(recipe).items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    swallowing_load_model()  # only best.keras is loaded so (a backup: load_weights)
+    sys.exit(main(["train", "--run-dir", str(run_dir), "--verbose", "0", *flags]))
 config = config_for_profile("quick", **json.loads(recipe))
 capslib.train.train(config, run_dir, verbose=0, callbacks=[Recorder()])

@@ -19,6 +19,13 @@ def test_parameter_count_is_the_papers_35_4m(baseline):
     assert [c.filters for c in baseline.convs] == [256, 256, 128]
 
 
+def test_the_first_dense_layer_holds_most_parameters(baseline):
+    # What notebook 08 and the module docstring say: fc1 sees all 28 x 28 x 128 outputs of conv3.
+    fc1 = baseline.dense[0]
+    assert fc1.name == "fc1" and fc1.count_params() == 28 * 28 * 128 * 328 + 328 == 32_915_784
+    assert [c.count_params() for c in baseline.convs] == [6_656, 1_638_656, 819_328]
+
+
 def test_takes_images_or_the_capsnet_dict(baseline):
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype="float32")
     plain = baseline(x)["probabilities"]

@@ -25,11 +25,10 @@ import pytest
 pytestmark = pytest.mark.heavy  # the TensorFlow pass only (a kernel, a browser: ~1 min)
 
 REPO = Path(__file__).resolve().parents[1]
-# None: a small notebook generated below (setup + the explorer on a small model).
-# Or a notebook of the course, e.g. REPO / "notebooks" / "07_interpretation.ipynb": it is
-# copied into the temporary folder (never run in place) and run whole, so raise RUN_TIMEOUT_S.
-NOTEBOOK = None
-RUN_TIMEOUT_S = 60        # Run All Cells until the explorer's slider shows
+# The course's notebook 07, copied into the temporary folder (never run in place) and run
+# whole, as a student would. None: a small notebook generated below (setup + the explorer).
+NOTEBOOK = REPO / "notebooks" / "07_interpretation.ipynb"
+RUN_TIMEOUT_S = 300       # Run All Cells until the kernel is idle again (07: ~100 s, quick)
 SCREENSHOT = Path(tempfile.gettempdir()) / "explorer.png"
 CHROMIUM = os.environ.get("CAPSLIB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -189,6 +188,13 @@ def test_pose_slider_redraws_the_reconstruction_in_jupyterlab(lab, browser_api):
                     "() => { const i = document.querySelector('img.capslib-reconstruction');"
                     " return i && i.src && i.complete && i.naturalWidth > 0; }")
                 shown_at = time.perf_counter() - started
+                # The kernel runs the cells after the explorer first; a slider's update
+                # waits for them, so move it once every cell has run.
+                page.wait_for_function(
+                    "() => !Array.from(document.querySelectorAll('.jp-InputArea-prompt'))"
+                    ".some(e => e.textContent.includes('*'))",
+                    timeout=RUN_TIMEOUT_S * 1000)
+                idle_at = time.perf_counter() - started
                 before_src = image.get_attribute("src")
                 before = image.evaluate(IMAGE_BYTES)
                 slider = page.locator(".capslib-pose-slider").nth(3)
@@ -212,7 +218,8 @@ def test_pose_slider_redraws_the_reconstruction_in_jupyterlab(lab, browser_api):
         finally:
             browser.close()
     elapsed = time.perf_counter() - started
-    print(f"\nbrowser test: explorer shown after {shown_at:.1f} s, done in {elapsed:.1f} s; "
+    print(f"\nbrowser test: explorer shown after {shown_at:.1f} s, all cells run after "
+          f"{idle_at:.1f} s, done in {elapsed:.1f} s; "
           f"dim 3 moved from {value_before} to {value_after}; screenshot {SCREENSHOT}")
     number = lambda text: float(text.replace("\u2212", "-"))  # noqa: E731 (d3's minus sign)
     assert number(value_after) > number(value_before)

@@ -95,10 +95,20 @@ def test_env_var_is_honoured(tmp_path, monkeypatch):
     assert x_tr.shape == (3, 28, 28, 1) and y_te.tolist() == [1, 2]
 
 
-def test_incomplete_env_dir_falls_through_to_repo(tmp_path, monkeypatch):
+def test_incomplete_env_dir_is_refused_not_passed_over(tmp_path, monkeypatch):
+    # Before: the course's copy was used silently, whatever CAPSLIB_DATA_DIR said.
     d = write_set(tmp_path / "env")
     (d / NAMES["test_labels"]).unlink()
     monkeypatch.setenv("CAPSLIB_DATA_DIR", str(d))
+    with pytest.raises(DataError, match=f"CAPSLIB_DATA_DIR={d}: .*{NAMES['test_labels']} "
+                                        "not found.*unset it"):
+        data.find_data_dir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("CAPSLIB_DATA_DIR", str(empty))
+    with pytest.raises(DataError, match=r"not found \(nor 3 other file\(s\)\)"):
+        data.load_fashion_mnist()
+    monkeypatch.setenv("CAPSLIB_DATA_DIR", "")  # set but empty: as if unset
     assert data.find_data_dir() == data.REPO_DATA_DIR.resolve()
 
 
@@ -616,3 +626,34 @@ def test_balanced_indices_take_the_first_of_each_class():
     picked = balanced_indices(labels, 6)
     np.testing.assert_array_equal(picked, [0, 1, 2, 3, 4, 6])
     assert np.bincount(labels[picked]).tolist() == [2, 2, 2]
+
+
+def test_first_of_each_class_is_in_class_order():
+    labels = np.array([2, 0, 2, 1, 0, 1])
+    picked = data.first_of_each_class(labels)
+    np.testing.assert_array_equal(picked, [1, 3, 0])
+    np.testing.assert_array_equal(labels[picked], [0, 1, 2])
+    with pytest.raises(ValueError, match="no image of class 3"):
+        data.first_of_each_class(labels, n_classes=4)
+
+
+def test_notebook_08_titles_each_example_with_its_class():
+    """08's figure of the transformed test sets titles column k with CLASS_NAMES[k]:
+    the image in that column must be of class k (balanced_indices sorts by position)."""
+    import json
+    from pathlib import Path
+
+    import capslib
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "08_does_routing_help.ipynb"
+    sources = ["".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"]
+               if cell["cell_type"] == "code"]
+    source = next(s for s in sources if "set_title(capslib.CLASS_NAMES[k]" in s)
+    # The column-k title names CLASS_NAMES[k] and shows images[k], one of x_test[first].
+    assert "images[k, ..., 0]" in source and "x_test[first]" in source
+    selection = next(line for line in source.splitlines() if line.startswith("first = "))
+    _, (_, y_test) = data.load_fashion_mnist()
+    namespace = {"capslib": capslib, "np": np, "y_test": y_test}
+    exec(selection, namespace)
+    titled = [capslib.CLASS_NAMES[label] for label in y_test[namespace["first"]]]
+    assert titled == list(capslib.CLASS_NAMES)

@@ -1,12 +1,13 @@
 """The routing experiment (notebook 08) end to end, on a handful of images."""
 import json
+import os
 
 import numpy as np
 import pytest
 
 from capslib import experiment
-
-pytestmark = pytest.mark.heavy
+from capslib.__main__ import main
+from capslib.runs import RunLock
 
 
 @pytest.fixture
@@ -20,6 +21,7 @@ def tiny(monkeypatch):
         k: experiment.VARIANTS[k] for k in ("baseline_cnn", "capsnet_r3")})
 
 
+@pytest.mark.heavy
 def test_experiment_trains_measures_and_writes_results(tmp_path, tiny, monkeypatch):
     out, runs = tmp_path / "results", tmp_path / "runs"
     results = experiment.run_experiment("quick", runs, out, verbose=0, command="the command")
@@ -74,3 +76,44 @@ def test_committed_results_are_found_from_any_folder(tmp_path, monkeypatch):
     for name, entry in results["variants"].items():
         assert entry["metrics"]["n_test"] == results["sizes"]["n_test"] == 10_000
         assert (folder / name / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_an_unwritable_out_is_refused_before_any_training(tmp_path, capsys, where):
+    # Before: the four models were trained first, then writing the results failed.
+    file = tmp_path / "results.txt"
+    file.write_text("x")
+    out = file if where == "a file" else file / "routing"
+    runs = tmp_path / "runs"
+    assert main(["experiment", "--profile", "quick", "--runs-dir", str(runs),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {file}") and "--out" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert os.listdir(runs) == []  # no model was trained
+
+
+def test_the_experiments_refusal_names_its_own_flag(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "baseline_cnn").mkdir(parents=True)
+    with RunLock(runs / "baseline_cnn"):
+        assert main(["experiment", "--profile", "quick", "--runs-dir", str(runs),
+                     "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "is in use by another job" in err and "another --runs-dir" in err
+    assert "--run-dir" not in err.replace("--runs-dir", "")
+
+
+def test_an_interrupted_session_counts_in_the_total_time(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("capslib.train.train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_experiment("quick", runs, tmp_path / "out")
+    first = json.loads((runs / "elapsed.json").read_text())["seconds"]
+    assert first > 0
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_experiment("quick", runs, tmp_path / "out")
+    assert json.loads((runs / "elapsed.json").read_text())["seconds"] > first

@@ -167,3 +167,63 @@ def test_a_full_disk_stops_with_a_message_and_the_run_goes_on_later(
     monkeypatch.setattr(keras.Model, "save", save)  # space freed
     metrics = train(config(), run, verbose=0)
     assert_same_run(run, metrics, reference)
+
+
+def child(run, point, sig, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(REPO / "tests" / "interrupt_child.py"), str(run), point,
+         sig.name[3:], json.dumps(TINY)], env=ENV, capture_output=True, text=True,
+        timeout=timeout, preexec_fn=default_sigint)
+
+
+def test_sigterm_and_ctrl_c_while_the_best_model_loads_stop_the_command(tmp_path, reference):
+    # Before: of 9 Ctrl-C, 4 were swallowed by Keras (exit 0), 2 gave a traceback;
+    # SIGTERM ended the job with 143 and no word.
+    run = tmp_path / "run"
+    for sig, code, text in [(signal.SIGTERM, 143, "Stopped by SIGTERM"),
+                            (signal.SIGINT, 130, "Interrupted")]:
+        done = child(run, "loading-best", sig)
+        assert done.returncode == code, done.stderr[-3000:]
+        assert f"{text} (run the same command again: it goes on from there)." in done.stderr
+        assert "Traceback" not in done.stderr and "unreadable" not in done.stderr
+        assert_resumable(run)  # training is kept, the test set not evaluated
+        assert runs.RunFolder(run).read_state().epochs_done == 2
+    metrics = train(config(), run, verbose=0)
+    assert_same_run(run, metrics, reference)
+
+
+def test_a_damaged_state_mid_run_is_rebuilt_and_ends_as_if_never_interrupted(
+        tmp_path, reference, capsys):
+    # Before: `{}` in state.json made the rerun delete backup/epoch-1.keras and
+    # train epoch 1 again (exit 0, no word).
+    run = tmp_path / "run"
+    done = child(run, "mid-epoch-2", signal.SIGKILL)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    (run / "state.json").write_text("{}")
+    metrics = train(config(), run, verbose=0)
+    assert "rebuilt from backup/epoch-1.keras and log.csv (1 epochs kept" in \
+        capsys.readouterr().err
+    # Epoch 1 was trained once (by the killed job), epoch 2 twice (killed, then resumed).
+    assert (tmp_path / "epochs_begun.txt").read_text().split() == ["0", "1"]
+    assert_same_run(run, metrics, reference)
+
+
+class PoisonConv1(keras.callbacks.Callback):
+    """conv1 goes NaN during epoch 2 (ReLU hides it: the validation loss stays finite)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.optimizer.iterations.numpy() > 3:  # 3 steps per epoch
+            kernel = self.model.weights[0]
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_nan_weights_stop_the_job_keeping_the_last_good_epoch(tmp_path, capsys):
+    # Before: training went on for every epoch, the NaN model was selected and tested.
+    run = tmp_path / "run"
+    with pytest.raises(runs.NonFinite, match=r"epoch 2: training diverged \(.*not finite\)"
+                       r".*Epochs 1 to 1 are kept"):
+        train(config(), run, verbose=0, callbacks=[PoisonConv1()])
+    state = runs.RunFolder(run).read_state()
+    assert state.epochs_done == 1 and state.best_epoch == 1
+    assert os.listdir(run / "backup") == ["epoch-1.keras"]
+    assert not (run / "metrics.json").exists()

@@ -61,6 +61,23 @@ def test_an_altered_or_missing_file_is_refused(shipped, tmp_path, name):
         pretrained.load_pretrained(copy)
 
 
+def test_sums_written_by_sha256sum_in_binary_mode_are_accepted(shipped, tmp_path):
+    # `sha256sum -b` writes "DIGEST *NAME"; it was refused as "no checksum for ...".
+    _, folder = shipped
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    sums = (copy / "SHA256SUMS").read_text()
+    (copy / "SHA256SUMS").write_text(sums.replace("  ", " *"))
+    assert " *weights.npz" in (copy / "SHA256SUMS").read_text()
+    assert pretrained.load_metrics(copy) == {"test_accuracy": 0.5}
+    with open(copy / "weights.npz", "ab") as f:  # and still checked
+        f.write(b"\n")
+    with pytest.raises(pretrained.PretrainedError, match="weights.npz: altered"):
+        pretrained.load_pretrained(copy)
+
+
 def test_cli_evaluate_accepts_a_shipped_folder(shipped):
     _, folder = shipped
     done = subprocess.run([sys.executable, "-m", "capslib", "evaluate", str(folder)],
@@ -100,3 +117,14 @@ def test_ship_run_writes_a_verified_folder_with_a_card(tmp_path):
 def test_ship_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(pretrained.PretrainedError, match="not a finished run"):
         pretrained.ship_run(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.skipif(not pretrained.available(), reason="no shipped model in this checkout")
+def test_the_course_model_gets_its_stored_count_on_the_first_test_images():
+    """The weights in data/ are the ones measured: checksums verified, then the first
+    500 test images classified as at shipping time (the card's 88.38% needs all 10,000:
+    `python -m capslib evaluate data/capsnet-fashion-mnist`, about a minute)."""
+    stored = pretrained.load_metrics()["shipped_weights"]
+    got = pretrained.quick_check(n=stored["quick_check_images"])
+    # Another CPU or backend may flip an image whose two longest capsules nearly tie.
+    assert abs(got["quick_check_correct"] - stored["quick_check_correct"]) <= 2, (got, stored)

@@ -5,8 +5,11 @@ The interruptions of real training jobs are in test_interruptions.py.
 import errno
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -245,7 +248,9 @@ def test_leftover_temporaries_and_unnamed_backups_are_removed(tmp_path):
 def test_evaluate_tells_which_mistake(tmp_path, capsys):
     with pytest.raises(ModelFileError, match="no such file"):
         evaluate(tmp_path / "missing.keras")
-    with pytest.raises(ModelFileError, match="no such file .it is a folder"):
+    # A folder: not "no such file" but what it lacks (SHA256SUMS) and what to give.
+    with pytest.raises(ModelFileError, match="a folder, neither a .keras model file nor a "
+                                             "shipped model .it holds no SHA256SUMS.; give"):
         evaluate(tmp_path)
     text = tmp_path / "notes.keras"
     text.write_text("not a model")
@@ -265,3 +270,351 @@ def test_a_capsnet_file_is_loaded(tmp_path):
     path = tmp_path / "m.keras"
     build_capsnet(routing_iterations=1, decoder=False).save(path)
     assert load_capsnet(path).routing_iterations == 1
+
+
+# -- state.json and the files it names: checked before anything is removed -------------
+# A tiny Keras model stands in for the CapsNet: the run folder only sees files.
+# TINY's 48 images in batches of 16 are 3 steps per epoch, as the fake's fits.
+
+STEPS = 3
+# A run of 3 epochs (the quick profile allows 2): the lesson profile, TINY's sizes.
+LONG = config_for_profile("lesson", **{**TINY, "epochs": 3})
+LONG_FLAGS = ["--profile", "lesson", "--epochs", "3", "--batch-size", "16", "--train-limit",
+              "48", "--val-size", "20", "--test-limit", "20"]
+
+
+def kept_epochs(path, val_losses):
+    """A run folder as the job leaves it after len(val_losses) kept epochs."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    run = RunFolder(path)
+    run.path.mkdir(parents=True, exist_ok=True)
+    state = RunState(recipe=LONG.to_dict())
+    for epoch, val_loss in enumerate(val_losses):
+        model.fit(np.zeros((STEPS, 3)), np.zeros((STEPS, 2)), batch_size=1, verbose=0)
+        run.keep_epoch(model, epoch, {"loss": 1.0 - epoch / 10, "val_loss": val_loss}, state)
+    (run.path / "config.json").write_text(json.dumps(LONG.to_dict()))
+    return run, state
+
+
+class Resumed(Exception):
+    """Raised by the fake _fit: training would begin here."""
+
+
+@pytest.fixture
+def resumed_at(monkeypatch):
+    """Replaces the training by a note of where it would resume (epochs kept, files)."""
+    seen = {}
+
+    def fake_fit(run, state, *args, **kwargs):
+        seen.update(epochs_done=state.epochs_done, backup=state.backup,
+                    files=sorted(p.name for p in run.backup_dir.iterdir()))
+        raise Resumed
+    monkeypatch.setattr("capslib.train._fit", fake_fit)
+    return seen
+
+
+def test_best_keras_is_a_copy_and_the_state_holds_checksums(tmp_path):
+    run, state = kept_epochs(tmp_path / "run", [0.5, 0.6])
+    # Epoch 1 is the best: its backup stays beside the last one, best.keras is a copy.
+    assert sorted(p.name for p in run.backup_dir.iterdir()) == ["epoch-1.keras", "epoch-2.keras"]
+    best_backup = run.backup_dir / "epoch-1.keras"
+    assert not os.path.samefile(run.best_path, best_backup)
+    saved = json.loads(run.state_path.read_text())
+    assert saved["sha256"]["best.keras"] == runs.file_sha256(run.best_path) \
+        == runs.file_sha256(best_backup) == saved["sha256"]["backup/epoch-1.keras"]
+    assert saved["sha256"]["backup/epoch-2.keras"] == runs.file_sha256(run.backup_dir /
+                                                                        "epoch-2.keras")
+    # Writing best.keras in place (a notebook's model.save, cp) leaves the backups whole.
+    with open(run.best_path, "r+b") as f:
+        f.truncate(100)
+    assert runs.file_sha256(best_backup) == saved["sha256"]["backup/epoch-1.keras"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "replaced"])
+def test_a_changed_best_keras_is_found_and_rebuilt_from_its_backup(
+        tmp_path, resumed_at, capsys, damage):
+    run, _ = kept_epochs(tmp_path / "run", [0.5, 0.6])
+    expected = runs.file_sha256(run.best_path)
+    if damage == "truncated":
+        run.best_path.write_bytes(b"")
+    else:  # `cp other.keras best.keras`: a whole model file, of another epoch
+        shutil.copyfile(run.backup_dir / "epoch-2.keras", run.best_path)
+    with pytest.raises(Resumed):
+        train(LONG, run.path)
+    err = capsys.readouterr().err
+    assert "best.keras: changed since" in err and "rebuilt from backup/epoch-1.keras" in err
+    assert runs.file_sha256(run.best_path) == expected
+    assert resumed_at["epochs_done"] == 2
+    assert resumed_at["files"] == ["epoch-1.keras", "epoch-2.keras"]
+
+
+def test_a_changed_best_keras_without_a_copy_is_refused_keeping_everything(tmp_path):
+    run, state = kept_epochs(tmp_path / "run", [0.5, 0.6])
+    (run.backup_dir / "epoch-1.keras").unlink()  # the best epoch's only other copy
+    run.best_path.write_bytes(b"PK\x03\x04 overwritten")
+    assert main(["train", "--run-dir", str(run.path), *LONG_FLAGS]) == 1
+    assert os.listdir(run.backup_dir) == ["epoch-2.keras"]  # the last epoch is kept
+    assert json.loads(run.state_path.read_text())["epochs_done"] == 2
+
+
+def test_an_empty_state_mid_run_is_rebuilt_not_retrained(tmp_path, resumed_at, capsys):
+    # Before: exit 0 after deleting backup/epoch-1.keras and training epoch 1 again.
+    run, _ = kept_epochs(tmp_path / "run", [0.5, 0.4])
+    run.state_path.write_text("{}")
+    with pytest.raises(Resumed):
+        train(LONG, run.path)
+    err = capsys.readouterr().err
+    assert "state.json is damaged (no epochs_done, backup, best_epoch, history): rebuilt " \
+           "from backup/epoch-2.keras and log.csv (2 epochs kept, best epoch 2)" in err
+    assert resumed_at == {"epochs_done": 2, "backup": "backup/epoch-2.keras",
+                          "files": ["epoch-2.keras"]}
+    rebuilt = run.read_state()
+    assert rebuilt.best_epoch == 2 and rebuilt.best_val_loss == 0.4
+    assert [r["epoch"] for r in rebuilt.history] == [0, 1]
+
+
+@pytest.mark.parametrize("text", [
+    '{"epochs_done": "2", "backup": "backup/epoch-2.keras", "best_epoch": 2, "history": []}',
+    '{"epochs_done": 2, "backup": "backup/epoch-2.keras", "best_epoch": "x", "history": []}',
+    '{"epochs_done": 2, "backup": 7, "best_epoch": 2, "history": {}}',
+    '[1, 2]', '"text"', 'null',
+])
+def test_a_hand_damaged_state_is_rebuilt_without_a_traceback(tmp_path, capsys, text,
+                                                             resumed_at):
+    run, _ = kept_epochs(tmp_path / "run", [0.5, 0.4])
+    run.state_path.write_text(text)
+    with pytest.raises(Resumed):
+        main(["train", "--run-dir", str(run.path), *LONG_FLAGS])
+    assert "state.json is damaged (" in capsys.readouterr().err
+    assert resumed_at["epochs_done"] == 2
+
+
+def test_a_damaged_state_the_folder_cannot_prove_is_refused_keeping_everything(
+        tmp_path, capsys):
+    run, _ = kept_epochs(tmp_path / "run", [0.5, 0.4])
+    run.state_path.write_text('{"epochs_done": "2"}')
+    run.log_path.write_text("epoch,loss,val_loss\n0,1.0,0.5\n")  # epoch 2's row is lost
+    before = {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+    assert main(["train", "--run-dir", str(run.path), *LONG_FLAGS]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "state.json is damaged" in err and "backup/epoch-2.keras: log.csv lacks its rows" \
+        in err and "Nothing was removed" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in run.path.rglob("*")
+            if p.is_file() and p.name != ".lock"} == before  # nothing removed nor changed
+
+
+def test_a_missing_named_backup_is_refused_and_the_good_one_kept(tmp_path, resumed_at,
+                                                                  capsys):
+    # A copy of a live folder: state.json names epoch 2, backup/ holds only epoch 1.
+    # Before: capslib deleted backup/epoch-1.keras, then said "start over".
+    run, _ = kept_epochs(tmp_path / "run", [0.4, 0.5])
+    (run.backup_dir / "epoch-2.keras").unlink()
+    with pytest.raises(runs.RunError, match="epoch-2.keras cannot be read as the model and "
+                       r"optimizer after epoch 2, which state.json says it is \(missing\). "
+                       "Nothing was removed.*delete .*state.json to go back to epoch 1"):
+        train(LONG, run.path)
+    assert os.listdir(run.backup_dir) == ["epoch-1.keras"]
+    run.state_path.unlink()  # the way out the message gives
+    with pytest.raises(Resumed):
+        train(LONG, run.path)
+    assert resumed_at["epochs_done"] == 1
+    assert "state.json is missing: rebuilt from backup/epoch-1.keras" in capsys.readouterr().err
+
+
+def test_a_backup_of_another_epoch_is_not_taken_for_the_named_one(tmp_path):
+    run, state = kept_epochs(tmp_path / "run", [0.4, 0.5])
+    # No checksum (an older capslib's state): the optimizer's step count decides.
+    shutil.copyfile(run.backup_dir / "epoch-1.keras", run.backup_dir / "epoch-2.keras")
+    state.sha256 = {}
+    with pytest.raises(runs.RunError, match=r"after 3 training steps, not epoch 2 \(6 steps\)"):
+        run.verify(state, STEPS)
+    assert run.check_model_file("backup/epoch-1.keras", 1, STEPS) is None
+
+
+def test_a_binary_log_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.csv").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(runs.RunError, match="log.csv is damaged .not a CSV text file"):
+        read_log(run / "log.csv")
+    assert main(["train", "--run-dir", str(run), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "log.csv but no state.json" in err and "Traceback" not in err
+
+
+# -- the recipe lives in state.json too ------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, value, setting", [
+    ("--learning-rate", "0.01", "learning_rate"), ("--seed", "7", "seed"),
+    ("--batch-size", "8", "batch_size")])
+def test_deleting_config_json_does_not_change_the_recipe(tmp_path, capsys, flag, value,
+                                                         setting):
+    run, _ = kept_epochs(tmp_path / "run", [0.5])
+    run.config_path.unlink()
+    flags = {"--profile": "lesson", "--epochs": "3", "--batch-size": "16", "--train-limit": "48",
+             "--val-size": "20", "--test-limit": "20", flag: value}
+    assert main(["train", "--run-dir", str(run.path),
+                 *[x for kv in flags.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert f"holds a run with another recipe ({setting}:" in err
+    assert not run.config_path.exists() and run.read_state().epochs_done == 1
+
+
+# -- what the job tells about itself ------------------------------------------------------
+
+
+def test_a_backend_switch_is_said_and_recorded(tmp_path, resumed_at, capsys):
+    run, state = kept_epochs(tmp_path / "run", [0.5])
+    state.backends = ["torch"]
+    run.write_state(state)
+    with pytest.raises(Resumed):
+        train(LONG, run.path)
+    backend = keras.backend.backend()
+    assert f"trained with torch so far; it goes on with {backend}" in capsys.readouterr().out
+    assert run.read_state().backends == ["torch", backend]
+
+
+def test_a_changed_best_keras_of_a_finished_run_is_reported(tmp_path, capsys):
+    run = tmp_path / "run"
+    finished_run(run, epochs=1)
+    (run / "best.keras").write_bytes(b"another model")
+    RunFolder(run).write_state(RunState(epochs_done=1, best_epoch=1, history=[{"epoch": 0}],
+                                        sha256={"best.keras": "0" * 64}))
+    train(tiny_config(epochs=1), run)
+    assert "best.keras is not the model this run evaluated" in capsys.readouterr().out
+
+
+# -- non-finite training and a full disk ------------------------------------------------
+
+
+def test_an_epoch_with_nan_weights_or_loss_is_not_kept(tmp_path):
+    run, state = kept_epochs(tmp_path / "run", [0.5])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(runs.NonFinite, match=r"epoch 2: training diverged \(loss not finite\)"
+                       ".*Epochs 1 to 1 are kept.*lower --learning-rate"):
+        run.keep_epoch(model, 1, {"loss": float("nan"), "val_loss": 0.3}, state)
+    model.layers[0].kernel.assign(np.full((3, 2), np.nan, "float32"))  # val_loss finite
+    with pytest.raises(runs.NonFinite, match=r"epoch 2: training diverged \(weights not"):
+        run.keep_epoch(model, 1, {"loss": 0.1, "val_loss": 0.3}, state)
+    assert run.read_state().epochs_done == 1 and run.read_state().best_epoch == 1
+    assert sorted(os.listdir(run.backup_dir)) == ["epoch-1.keras"]
+
+
+def test_a_full_disk_says_how_much_space_the_run_needs(tmp_path, monkeypatch):
+    run, state = kept_epochs(tmp_path / "run", [0.5])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(keras.Model, "save", full)
+    with pytest.raises(runs.DiskFull, match=r"No space left.*run the same command again.*"
+                       r"This run needs about [0-9.]+ GB free in .*; [0-9.]+ GB are free"):
+        run.keep_epoch(model, 1, {"loss": 0.1, "val_loss": 0.3}, state)
+    assert run.read_state().epochs_done == 1
+
+
+# -- every OS error is one line naming the path and what to do -----------------------------
+
+
+def run_dir_error(capsys, run_dir):
+    assert main(["train", "--run-dir", str(run_dir), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_run_dir_that_is_a_file_or_below_one(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("x")
+    assert f"{file}: a file, not a folder; choose another --run-dir" in run_dir_error(
+        capsys, file)
+    err = run_dir_error(capsys, file / "run")
+    assert str(file) in err and "a part of the path is a file" in err
+    assert file.read_text() == "x"
+
+
+def test_run_dir_with_a_name_too_long(tmp_path, capsys):
+    err = run_dir_error(capsys, tmp_path / ("x" * 300))
+    assert "File name too long" in err and "choose a shorter --run-dir" in err
+
+
+def test_an_empty_run_dir_is_refused(capsys):
+    assert main(["train", "--run-dir", "", "--epochs", "1"]) == 2
+    assert "--run-dir '': give a folder" in capsys.readouterr().err
+
+
+def read_only(monkeypatch, folder):
+    """Writes below ``folder`` fail as on read-only media (root ignores chmod)."""
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kwargs):
+        if str(path).startswith(str(folder)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", guarded)
+
+
+def test_a_read_only_run_dir_is_one_line_before_training(tmp_path, capsys, monkeypatch):
+    read_only(monkeypatch, tmp_path)
+    err = run_dir_error(capsys, tmp_path)
+    assert f"{tmp_path}/.lock: Read-only file system; the file system is read-only" in err
+
+
+def test_a_finished_run_on_read_only_media_is_reported(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    finished_run(run, epochs=1)
+    read_only(monkeypatch, run)
+    train(tiny_config(epochs=1), run)
+    assert "is finished" in capsys.readouterr().out
+
+
+# -- Ctrl-C and SIGTERM alike, even inside Keras calls that swallow them -------------------
+
+
+def swallowing_loader(monkeypatch, signum):
+    """Keras' loading as it behaves: a bare ``except:`` around a part of it."""
+    load = keras.saving.load_model
+
+    def loader(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(1)  # the handler runs here
+        except:  # noqa: E722 (what Keras does)
+            pass
+        return load(*args, **kwargs)
+    monkeypatch.setattr(keras.saving, "load_model", loader)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_swallowed_while_a_model_loads_still_stops(tmp_path, monkeypatch, signum):
+    from capslib.model import load_classifier
+    path = tmp_path / "m.keras"
+    build_capsnet(routing_iterations=1, decoder=False).save(path)
+    swallowing_loader(monkeypatch, signum)
+    with runs.interrupt_handling():
+        with pytest.raises(runs.Interrupted) as caught:
+            load_classifier(path)
+    assert caught.value.signum == signum
+    assert signal.getsignal(signal.SIGTERM) is not runs._on_signal  # handlers restored
+
+
+@pytest.mark.parametrize("signum, code, text", [(signal.SIGINT, 130, "Interrupted"),
+                                                (signal.SIGTERM, 143, "Stopped by SIGTERM")])
+def test_the_command_exits_130_or_143_saying_to_run_it_again(monkeypatch, capsys, signum,
+                                                             code, text):
+    def swallowed(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(1)
+        except:  # noqa: E722
+            pass
+        runs.check_interrupted()
+        return {"never": "reached"}
+    monkeypatch.setattr("capslib.train.train", swallowed)
+    assert main(["train", "--run-dir", "unused"]) == code
+    err = capsys.readouterr().err
+    assert f"{text} (run the same command again: it goes on from there)." in err
