@@ -10,6 +10,12 @@ layers), ``losses`` (margin and reconstruction), ``model`` (the CapsNet),
 CNN), ``stats`` (intervals and tests for accuracies), ``experiment`` (does
 routing help? notebook 08), ``checks`` (the exercises' checks).
 """
+import sys
+
+if sys.argv[:1] == ["-m"]:  # `python -m capslib` is locating its __main__: a command starts
+    from capslib import _startup
+    _startup.install()
+
 from capslib import (baseline, config, data, layers, losses, model, ops, pretrained, routing,
                      stats, viz)
 from capslib.config import TrainConfig, config_for_profile, get_profile

@@ -17,6 +17,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+
+from capslib import _startup  # noqa: E402
+
+_startup.install()  # already done by capslib/__init__.py under `python -m capslib`
+
 from capslib.config import MODELS, PROFILES  # noqa: E402  (after the log level is set)
 
 
@@ -111,6 +116,7 @@ def main(argv=None):
     args.command_line = "python -m capslib " + shlex.join(
         sys.argv[1:] if argv is None else list(argv))
     from capslib.runs import interrupt_handling
+    _startup.uninstall()  # the job's own handling takes over
     with interrupt_handling():  # SIGTERM as Ctrl-C; signals Keras swallows still count
         return _main(args)
 
@@ -178,8 +184,9 @@ def _run(args):
         out = args.out or pretrained.SHIPPED_DIR
         metrics = pretrained.ship_run(args.run_dir, out, args.command_used, args.data_dir)
         print(f"shipped {args.run_dir} to {out}: validation {metrics['val_accuracy']:.2%}, "
-              f"test {metrics['test_accuracy']:.2%} (once), float16 weights "
-              f"{metrics['shipped_weights']['test_accuracy']:.2%}")
+              f"test {metrics['test_accuracy']:.2%} (once, {metrics['n_test']:,} images), "
+              f"float16 weights {metrics['shipped_weights']['test_accuracy']:.2%} (all "
+              f"{metrics['shipped_weights']['n_test']:,} test images)")
         return 0
     if args.command == "experiment":
         from capslib.experiment import run_experiment

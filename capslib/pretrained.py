@@ -19,8 +19,17 @@ import numpy as np
 from capslib.data import checkout_root, course_root, file_sha256
 from capslib.model import CapsNet, ModelFileError
 
-# The course folder's (found from the working folder, never site-packages).
-SHIPPED_DIR = course_root() / "data" / "capsnet-fashion-mnist"
+def _shipped_dir():
+    """The course folder's copy (found from the working folder, never site-packages);
+    else the checkout capslib is imported from, when that one holds the model."""
+    relative = Path("data") / "capsnet-fashion-mnist"
+    for root in (course_root(), checkout_root()):
+        if root is not None and (root / relative / "SHA256SUMS").is_file():
+            return root / relative
+    return course_root() / relative
+
+
+SHIPPED_DIR = _shipped_dir()
 FILES = ("config.json", "weights.npz", "metrics.json")
 
 
@@ -128,7 +137,22 @@ def _run_facts(run_dir):
     return metrics, read_log(run_dir / "log.csv")
 
 
-def _model_card(metrics, log, shipped, command):
+def _summary(metrics, cfg, epochs):
+    """The card's first paragraph, from what the run was (not what the course's was)."""
+    planned = cfg.get("epochs")
+    if epochs is not None and planned and epochs < planned:
+        why = " by its time budget" if cfg.get("time_budget_s") else ""
+        length = f"{epochs} epochs of a {planned}-epoch recipe, stopped{why}"
+    else:
+        length = f"{epochs} epochs, as planned"
+    on_cpu = "GPU" not in str(metrics.get("device", "")).upper()
+    kind = ("**An interim CPU model.** It was trained on a CPU" if on_cpu
+            else "It was trained on a GPU")
+    return (f"{kind} ({metrics.get('device')}), for {length}. For comparison, "
+            f"{GPU_REFERENCE}; the paper reports 93.62% (chosen on the test set).")
+
+
+def _model_card(metrics, log, shipped, command, folder="data/capsnet-fashion-mnist"):
     cfg = metrics.get("config", {})
     epochs = len(log["epoch"]) if log else metrics.get("epochs")
     hours = sum(log.get("epoch_seconds", [])) / 3600 if log else float("nan")
@@ -140,10 +164,7 @@ def _model_card(metrics, log, shipped, command):
         f"{log['epoch_seconds'][i] / 60:.1f} |" for i, e in enumerate(log["epoch"]))
     return f"""# CapsNet on Fashion-MNIST: the course's shipped model
 
-**An interim CPU model.** It was trained on the 2-core CPU this course is developed on (no GPU was
-available), for {epochs} epochs of the 50-epoch recipe, stopped by a time budget. It is well below
-what the recipe reaches when trained to the end: {GPU_REFERENCE}; the paper reports 93.62% (chosen
-on the test set). A GPU run of the whole recipe would replace it.
+{_summary(metrics, cfg, epochs)}
 
 | | |
 | --- | --- |
@@ -152,14 +173,14 @@ on the test set). A GPU run of the whole recipe would replace it.
 | epochs | {epochs} trained; **epoch {best} selected on the validation loss** |
 | hardware | {metrics['device']}, {metrics['backend']}, Keras {metrics['keras_version']}; {hours:.1f} hours of training ({metrics['train_images_per_s']:.0f} training images/s in the last session, other work sharing the cores) |
 | validation accuracy | **{metrics['val_accuracy']:.2%}** (the selected epoch) |
-| test accuracy | **{metrics['test_accuracy']:.2%}**, the test set evaluated once, after selection |
-| shipped weights | float16 (`weights.npz`); their test accuracy: {shipped['test_accuracy']:.2%} (`python -m capslib evaluate data/capsnet-fashion-mnist`) |
+| test accuracy | **{metrics['test_accuracy']:.2%}** on {metrics['n_test']:,} test images, evaluated once, after selection |
+| shipped weights | float16 (`weights.npz`); their test accuracy: {shipped['test_accuracy']:.2%} on all {shipped['n_test']:,} test images (`python -m capslib evaluate {folder}`) |
 
 The run's command (run again, it continues the same run folder; a finished run is not retrained):
 
 ```sh
 {command}
-python -m capslib ship {cfg.get('run_dir', 'RUN_DIR')} --out data/capsnet-fashion-mnist
+python -m capslib ship {cfg.get('run_dir', 'RUN_DIR')} --out {folder}
 ```
 
 Per epoch (validation accuracy of the class capsules' lengths, validation loss, minutes):
@@ -209,11 +230,15 @@ def ship_run(run_dir, folder=SHIPPED_DIR, command=None, data_dir=None, dtype="fl
     save_pretrained(model, folder, metrics=metrics, dtype=dtype)
     shipped = evaluate(folder, config_for_profile("full"), data_dir=data_dir)  # all test images
     metrics["shipped_weights"] = {"dtype": dtype, "test_accuracy": shipped["accuracy"],
-                                  "command": "python -m capslib evaluate data/capsnet-fashion-mnist",
+                                  "n_test": shipped["n_test"],
+                                  "command": f"python -m capslib evaluate {folder}",
                                   **quick_check(folder, data_dir)}
     metrics["config"] = {**metrics.get("config", {}), "run_dir": str(run_dir)}
-    card = _model_card(metrics, log, {"test_accuracy": shipped["accuracy"]},
-                       command or f"python -m capslib train --run-dir {run_dir}")
+    card = _model_card(metrics, log, {"test_accuracy": shipped["accuracy"],
+                                      "n_test": shipped["n_test"]},
+                       command or (f"python -m capslib train --run-dir {run_dir}  # with the "
+                                   "settings of config.json (pass ship --command-used to "
+                                   "record the command)"), folder)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (folder / CARD).write_text(card)
     sums = "".join(f"{file_sha256(folder / name)}  {name}\n" for name in (*FILES, CARD))

@@ -403,11 +403,38 @@ class RunFolder:
         """The saved state, None if there is none; ``StateDamaged`` if it is not whole."""
         if not self.state_path.exists():
             return None
-        saved = self.read_json(self.state_path, "where the run stands")
+        try:
+            saved = json.loads(self.state_path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StateDamaged(f"{self.state_path} is damaged (not JSON: {str(e)[:80]})") from None
+        except OSError as e:
+            raise os_error(e, self.state_path, self.flag) from None
         problem = _state_problem(saved)
         if problem:
             raise StateDamaged(f"{self.state_path} is damaged ({problem})")
         return RunState(**saved)
+
+    def contradiction(self, state, epochs):
+        """Why ``state`` (of a run not finished, ``epochs`` planned) contradicts the
+        folder (None: it does not).
+
+        A run that trains on needs the backup of its last epoch; log.csv is written
+        after state.json, so log rows beyond the state's epochs and their backup mean
+        the state was rolled back or edited, not interrupted.
+        """
+        trains_on = state.epochs_done < epochs and not state.stopped_early
+        if state.epochs_done and not state.backup and trains_on:
+            return (f"{self.state_path} names no backup after {state.epochs_done} epochs "
+                    "(resuming would start from fresh weights)")
+        try:
+            logged = len(read_log(self.log_path).get("epoch", []))
+        except RunError:
+            return None
+        later = [e for e in self._backups() if state.epochs_done < e <= logged]
+        if later:
+            return (f"{self.state_path} says {state.epochs_done} epochs, but log.csv and "
+                    f"backup/ hold epoch {max(later)}")
+        return None
 
     def kept_files(self):
         """What the folder holds of a run in progress (for messages)."""

@@ -113,6 +113,25 @@ def _check_recipe(run, config, state=None, metrics=None):
                 f"Use another {run.flag}, or delete that folder to start over.")
 
 
+def _check_logged_learning_rates(run, config, state):
+    """A rebuilt state has no recipe: log.csv's learning rates still tell the
+    rate and decay the run used (after epoch e: rate x decay^e)."""
+    if state.recipe:
+        return
+    for row in state.history:
+        logged = row.get("learning_rate")
+        if not isinstance(logged, float) or not math.isfinite(logged):
+            continue
+        expected = config.learning_rate * config.lr_decay ** (row["epoch"] + 1)
+        if not math.isclose(logged, expected, rel_tol=1e-3):
+            raise ConfigError(
+                f"{run.path} holds a run with another recipe: log.csv's learning rate after "
+                f"epoch {row['epoch'] + 1} is {logged:.6g}, but {setting_name('learning_rate')} "
+                f"{config.learning_rate:g} and {setting_name('lr_decay')} {config.lr_decay:g} "
+                f"give {expected:.6g}. Use the run's settings, another {run.flag}, or delete "
+                "that folder to start over.")
+
+
 def _check_finished(run, config, metrics):
     planned = metrics.get("config", {}).get("epochs", config.epochs)
     if config.epochs != planned:
@@ -177,6 +196,10 @@ def _train(run, config, data_dir, verbose, callbacks):
               f"its metrics: {run.metrics_path}")
         return metrics
     if state is not None:
+        contradiction = run.contradiction(state, config.epochs)
+        if contradiction:  # rebuilt from what the folder proves, never a silent retrain
+            state, damage = None, contradiction
+    if state is not None:
         _check_epochs(run, config, state)
 
     keras.utils.set_random_seed(config.seed)
@@ -185,6 +208,7 @@ def _train(run, config, data_dir, verbose, callbacks):
     # Every file the state names is checked before anything is removed or rewritten.
     if state is None:
         state = run.rebuild_state(steps_per_epoch, damage)
+        _check_logged_learning_rates(run, config, state)
         _check_epochs(run, config, state)
     run.verify(state, steps_per_epoch)
     state.recipe = {**(state.recipe or {}), **config.to_dict()}
@@ -214,6 +238,10 @@ def _train(run, config, data_dir, verbose, callbacks):
         raise RunError(f"No epoch of {run.path} ended with a finite validation loss (training "
                        "diverged): there is no model to evaluate. Start a new run with a lower "
                        f"{setting_name('learning_rate')}.")
+    # best.keras may have been written over while the job ran: checked against its
+    # checksum (rebuilt from its backup if it changed) before it is evaluated.
+    run.verify(state, steps_per_epoch)
+    run.write_state(state)
     try:
         best = load_classifier(run.best_path)
     except ModelFileError as e:
@@ -358,7 +386,9 @@ def evaluate(model_path, config=None, data_dir=None):
     _, _, (x_test, y_test) = prepare_data(config, data_dir)
     result = evaluate_model(model, x_test, y_test, config.batch_size)
     result.pop("predictions")
-    return result
+    # Say on what: CAPSLIB_PROFILE=quick evaluates only the first 500 test images.
+    return {"accuracy": result.pop("accuracy"), "n_test": len(x_test),
+            "profile": config.profile, **result}
 
 
 __all__ = ["TrainConfig", "train", "evaluate", "evaluate_model", "read_log", "prepare_data",

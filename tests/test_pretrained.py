@@ -107,6 +107,10 @@ def test_ship_run_writes_a_verified_folder_with_a_card(tmp_path):
     card = (folder / "MODEL_CARD.md").read_text()
     assert "interim CPU model" in card and "epoch 2 selected on the validation loss" in card
     assert "python -m capslib train --run-dir run" in card
+    # The card tells this run's story, on the images each figure was measured on.
+    assert "2 epochs, as planned" in card and "time budget" not in card
+    assert "on 10,000 test images, evaluated once" in card
+    assert f"python -m capslib evaluate {folder}" in card
     sums = (folder / "SHA256SUMS").read_text()
     assert "MODEL_CARD.md" in sums and "weights.npz" in sums
     done = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)

@@ -390,6 +390,62 @@ def test_a_hand_damaged_state_is_rebuilt_without_a_traceback(tmp_path, capsys, t
     assert resumed_at["epochs_done"] == 2
 
 
+@pytest.mark.parametrize("edit", [
+    pytest.param(lambda s: {**s, "backup": None}, id="no backup named"),
+    pytest.param(lambda s: {**s, "epochs_done": 0, "backup": None, "best_epoch": None,
+                            "best_val_loss": None, "history": [], "sha256": {}},
+                 id="rolled back to 0 epochs"),
+    pytest.param(None, id="not JSON"),
+])
+def test_a_state_the_folder_contradicts_is_rebuilt_never_a_silent_retrain(
+        tmp_path, resumed_at, capsys, edit):
+    # Before: "backup": null retrained epoch 3 from fresh weights, and a state rolled back
+    # to 0 deleted both backups and trained from scratch; a cut state.json was refused.
+    run, _ = kept_epochs(tmp_path / "run", [0.5, 0.4])
+    text = run.state_path.read_text()
+    run.state_path.write_text(text[:200] if edit is None
+                              else json.dumps(edit(json.loads(text))))
+    with pytest.raises(Resumed):
+        train(LONG, run.path)
+    assert "rebuilt from backup/epoch-2.keras and log.csv (2 epochs kept, best epoch 2)" \
+        in capsys.readouterr().err
+    assert resumed_at == {"epochs_done": 2, "backup": "backup/epoch-2.keras",
+                          "files": ["epoch-2.keras"]}
+
+
+def test_a_rebuilt_state_still_refuses_another_learning_rate(tmp_path, capsys):
+    # config.json deleted and state.json damaged: log.csv's learning rates keep the recipe.
+    run, _ = kept_epochs(tmp_path / "run", [0.5])
+    rows = read_log(run.log_path)
+    rows["learning_rate"] = [LONG.learning_rate * LONG.lr_decay]
+    run.write_log([{k: v[0] for k, v in rows.items()}])
+    run.config_path.unlink()
+    run.state_path.write_text("{}")
+    flags = [*LONG_FLAGS, "--learning-rate", "0.01"]
+    assert main(["train", "--run-dir", str(run.path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "log.csv's learning rate after epoch 1 is 0.00095" in err and "give 0.0095" in err
+    assert run.state_path.read_text() == "{}"  # nothing written
+
+
+@pytest.mark.heavy
+def test_best_keras_written_over_during_the_run_is_not_what_gets_evaluated(tmp_path, capsys):
+    # Before: a model copied over best.keras mid-run was evaluated and reported, exit 0.
+    clean = train(tiny_config(), tmp_path / "clean", verbose=0)
+
+    class Overwrite(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == TINY["epochs"] - 1:  # after the last kept epoch: nothing copies it again
+                build_capsnet(conv_filters=8, primary_maps=2).save(tmp_path / "other.keras")
+                shutil.copyfile(tmp_path / "other.keras", tmp_path / "run" / "best.keras")
+
+    got = train(tiny_config(), tmp_path / "run", verbose=0, callbacks=[Overwrite()])
+    err = capsys.readouterr().err
+    assert "best.keras: changed since epoch" in err and "rebuilt from backup/" in err
+    assert (got["val_accuracy"], got["test_accuracy"]) == \
+        (clean["val_accuracy"], clean["test_accuracy"])
+
+
 def test_a_damaged_state_the_folder_cannot_prove_is_refused_keeping_everything(
         tmp_path, capsys):
     run, _ = kept_epochs(tmp_path / "run", [0.5, 0.4])
@@ -575,6 +631,19 @@ def test_a_finished_run_on_read_only_media_is_reported(tmp_path, capsys, monkeyp
 # -- Ctrl-C and SIGTERM alike, even inside Keras calls that swallow them -------------------
 
 
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C's default handler: a test run started in the background (`cmd &`, as some CI
+    runners do) inherits SIGINT ignored, and capslib rightly leaves an ignored SIGINT alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _default_sigint_in_child():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def swallowing_loader(monkeypatch, signum):
     """Keras' loading as it behaves: a bare ``except:`` around a part of it."""
     load = keras.saving.load_model
@@ -590,7 +659,8 @@ def swallowing_loader(monkeypatch, signum):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_swallowed_while_a_model_loads_still_stops(tmp_path, monkeypatch, signum):
+def test_a_signal_swallowed_while_a_model_loads_still_stops(tmp_path, monkeypatch, signum,
+                                                             default_sigint):
     from capslib.model import load_classifier
     path = tmp_path / "m.keras"
     build_capsnet(routing_iterations=1, decoder=False).save(path)
@@ -605,7 +675,7 @@ def test_a_signal_swallowed_while_a_model_loads_still_stops(tmp_path, monkeypatc
 @pytest.mark.parametrize("signum, code, text", [(signal.SIGINT, 130, "Interrupted"),
                                                 (signal.SIGTERM, 143, "Stopped by SIGTERM")])
 def test_the_command_exits_130_or_143_saying_to_run_it_again(monkeypatch, capsys, signum,
-                                                             code, text):
+                                                             code, text, default_sigint):
     def swallowed(*args, **kwargs):
         try:
             os.kill(os.getpid(), signum)
@@ -618,3 +688,18 @@ def test_the_command_exits_130_or_143_saying_to_run_it_again(monkeypatch, capsys
     assert main(["train", "--run-dir", "unused"]) == code
     err = capsys.readouterr().err
     assert f"{text} (run the same command again: it goes on from there)." in err
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum, code):
+    # Before: a KeyboardInterrupt traceback through the imports, or a silent exit 143.
+    job = subprocess.Popen([sys.executable, "-m", "capslib", "train", "--profile", "quick",
+                            "--run-dir", str(tmp_path / "run")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=_default_sigint_in_child)
+    time.sleep(0.8)  # importing TensorFlow takes longer
+    job.send_signal(signum)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == code, err[-1000:]
+    assert "while starting, before anything was written" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
