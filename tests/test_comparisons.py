@@ -34,24 +34,33 @@ def test_the_committed_table_is_the_same_in_readme_results_and_notebook(committe
 
 def test_the_committed_comparisons_and_what_survives_holm(committed):
     folder, results = committed
-    assert experiment.load_predictions(folder, results) is None  # made before they were saved
-    rows = experiment.comparisons(results)
+    correct = experiment.load_predictions(folder, results)  # each model's answer per image
+    assert correct is not None
+    rows = experiment.comparisons(results, correct)
     assert len(rows) == 4 + 2 * len(experiment.TEST_SETS) == 18
-    assert all(row["test"] == "z, unpaired" for row in rows)
+    # The test set's four stay unpaired (the training job keeps no answers per image).
+    assert [row["test"] for row in rows] == ["z, unpaired"] * 4 + ["McNemar, paired"] * 14
     assert [row["holm"] for row in rows] == stats.holm([row["p"] for row in rows])
     survivors = {(row["set"], row["a"], row["b"]) for row in rows if row["holm"] < 0.05}
     assert survivors == {("test set", "capsnet_r3", "baseline_cnn"),
                          ("test set", "capsnet_r1", "baseline_cnn"),
                          ("clean (same images)", "capsnet_r3", "baseline_cnn"),
-                         ("shift 6 px", "capsnet_r3", "baseline_cnn")}
+                         ("shift 6 px", "capsnet_r3", "baseline_cnn"),
+                         ("rotate 30°", "capsnet_r3", "baseline_cnn"),
+                         ("rotate 15°", "capsnet_r3", "capsnet_r1"),
+                         ("rotate 30°", "capsnet_r3", "capsnet_r1")}
     first = rows[0]  # 3 rounds minus 1 round on the test set: -0.10 points, -1.31 to +1.11
     assert (first["a"], first["b"], first["set"]) == ("capsnet_r3", "capsnet_r1", "test set")
     assert 100 * first["low"] == pytest.approx(-1.31, abs=0.005)
     assert 100 * first["high"] == pytest.approx(1.11, abs=0.005)
     for row in rows:
         assert row["low"] < row["difference"] < row["high"]
-        # The interval excludes 0 exactly when the z-test's p is below 0.05 (both at 95%).
-        assert (row["low"] > 0 or row["high"] < 0) == (row["p"] < 0.05)
+        if row["test"] == "z, unpaired":  # interval and z-test agree at 95%
+            assert (row["low"] > 0 or row["high"] < 0) == (row["p"] < 0.05)
+        else:  # the paired test is exact McNemar on the disagreements
+            a, b = correct[row["a"]][row["set"]], correct[row["b"]][row["set"]]
+            assert row["difference"] == pytest.approx(a.mean() - b.mean())
+            assert row["p"] == stats.mcnemar(a, b).p
 
 
 def _tiny_sets(n=20):
