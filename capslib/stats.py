@@ -120,8 +120,8 @@ def mcnemar(correct_a, correct_b):
     ``min(1, 2 P(X <= min(only_a, only_b)))`` with X ~ Binomial(n, 1/2)
     (Q. McNemar, Psychometrika 12 (1947) 153-157, for the test; the exact
     conditional form as in M. W. Fagerland, S. Lydersen and P. Laake, BMC
-    Medical Research Methodology 13 (2013) 91). Computed in whole numbers, so
-    exact for any n. Returns ``McNemar(only_a, only_b, p)``.
+    Medical Research Methodology 13 (2013) 91), computed by SciPy's exact
+    ``binomtest``. Returns ``McNemar(only_a, only_b, p)``.
 
     It uses the pairing that :func:`two_proportion_z_test` ignores, so it
     detects smaller differences on the same images.
@@ -130,11 +130,10 @@ def mcnemar(correct_a, correct_b):
     n = only_a + only_b
     if n == 0:
         return McNemar(0, 0, 1.0)
-    tail, term = 0, 1  # term = comb(n, k), in whole numbers
-    for k in range(min(only_a, only_b) + 1):
-        tail += term
-        term = term * (n - k) // (k + 1)
-    return McNemar(only_a, only_b, min(1.0, 2 * tail / 2 ** n))
+    from scipy.stats import binomtest  # lazy: the rest of capslib.stats is plain Python
+
+    # The smaller count as k: the same p whichever model is called a.
+    return McNemar(only_a, only_b, float(binomtest(min(only_a, only_b), n, 0.5).pvalue))
 
 
 def paired_difference_interval(correct_a, correct_b, z=1.96):
