@@ -39,7 +39,7 @@ formgrader: $(STAMP)
 # --durations: the CI log names the slowest tests (the CI time budget is 20 min).
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q --durations=8 tests
-	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -q -m "not heavy" tests
+	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -q -m "not heavy and not backend_free" tests
 	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 	  $(TEST_ENV) $(PY) -m pytest -q --nbval --nbval-current-env \
 	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks; \

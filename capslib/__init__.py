@@ -13,6 +13,8 @@ routing help? notebook 08), ``checks`` (the exercises' checks).
 import sys
 
 if sys.argv[:1] == ["-m"]:  # `python -m capslib` is locating its __main__: a command starts
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported below
     from capslib import _startup
     _startup.install()
 

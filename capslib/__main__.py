@@ -9,6 +9,7 @@ goes on when the same command is run again). ``--debug`` (or
 """
 import argparse
 import errno
+import gc
 import json
 import os
 import shlex
@@ -20,7 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from capslib import _startup  # noqa: E402
 
-_startup.install()  # already done by capslib/__init__.py under `python -m capslib`
+if __name__ == "__main__":  # (done by capslib/__init__.py already under `python -m capslib`;
+    _startup.install()      # not when a test or a notebook imports main)
 
 from capslib.config import MODELS, PROFILES  # noqa: E402  (after the log level is set)
 
@@ -115,24 +117,29 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.command_line = "python -m capslib " + shlex.join(
         sys.argv[1:] if argv is None else list(argv))
-    from capslib.runs import interrupt_handling
-    _startup.uninstall()  # the job's own handling takes over
-    with interrupt_handling():  # SIGTERM as Ctrl-C; signals Keras swallows still count
-        return _main(args)
+    return _main(args)
 
 
 def _main(args):
-    from capslib.runs import Interrupted
+    from capslib.runs import Interrupted, interrupt_handling
     debug = args.debug or os.environ.get("CAPSLIB_DEBUG", "") not in ("", "0")
+    _startup.exit_if_signalled()  # a signal while importing that an import swallowed
     try:
-        return _run(args) if debug else _caught(args)
+        # SIGTERM as Ctrl-C; signals Keras or JAX swallow still count. It takes over
+        # from the start-up handler with no moment left uncovered.
+        with interrupt_handling():
+            _startup.uninstall()
+            return _run(args) if debug else _caught(args)
     except KeyboardInterrupt as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        where = " (run the same command again: it goes on from there)" if (
-            args.command in ("train", "experiment")) else ""
-        name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
-        print(f"\n{name}{where}.", file=sys.stderr)
-        return 128 + signum
+    # The interrupted loop's data iterators are finalized now, while Python can still run
+    # them (at exit, TensorFlow would print a warning about each one after our line).
+    gc.collect()
+    where = " (run the same command again: it goes on from there)" if (
+        args.command in ("train", "experiment")) else ""
+    name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
+    print(f"\n{name}{where}.", file=sys.stderr)
+    return 128 + signum
 
 
 def _caught(args):

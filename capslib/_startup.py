@@ -1,21 +1,35 @@
 """Ctrl-C and SIGTERM while ``python -m capslib`` starts (importing TensorFlow
-takes seconds): one line and exit 130 / 143, never a traceback of the imports.
+or JAX takes seconds): one line and exit 130 / 143, never a traceback of the
+imports, never a job that trains on.
 
 Installed before anything heavy is imported, only where the defaults are in
 place (a job started with SIGINT ignored keeps ignoring it); the command's own
 handling (``capslib.runs.interrupt_handling``) takes over once it runs.
+
+Python runs a signal handler wherever the main thread happens to be, and some
+of those places swallow what it raises: JAX's garbage-collector callback
+("Exception ignored in: _xla_gc_callback"), a bare ``except:`` around an
+optional import. So the signal is also remembered, and the command checks it
+(``exit_if_signalled``) before it starts any work.
 """
 import signal
 import sys
 
 _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 _installed = {}
+_received = []  # signals that came while starting
+
+
+class StoppedWhileStarting(SystemExit):
+    """Exit 128 + signum; raised by the start-up handler."""
 
 
 def _stopped_while_starting(signum, frame):
-    name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
-    print(f"\n{name} while starting, before anything was written.", file=sys.stderr)
-    raise SystemExit(128 + signum)
+    if not _received:
+        name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
+        print(f"\n{name} while starting, before anything was written.", file=sys.stderr)
+    _received.append(signum)
+    raise StoppedWhileStarting(128 + signum)
 
 
 def install():
@@ -23,6 +37,14 @@ def install():
         if signal.getsignal(sig) is default:
             signal.signal(sig, _stopped_while_starting)
             _installed[sig] = default
+    if _installed:
+        quiet_unraisable(StoppedWhileStarting)
+
+
+def exit_if_signalled():
+    """Exit 128 + signum if a signal came while starting and something swallowed it."""
+    if _received:
+        raise StoppedWhileStarting(128 + _received[0])
 
 
 def uninstall():
@@ -30,3 +52,27 @@ def uninstall():
         if signal.getsignal(sig) is _stopped_while_starting:
             signal.signal(sig, default)
         del _installed[sig]
+
+
+def is_startup_handler(handler):
+    return handler is _stopped_while_starting
+
+
+_quiet = set()
+_previous_hook = []
+
+
+def _hook(unraisable):
+    if isinstance(unraisable.exc_value, tuple(_quiet)):
+        return
+    (_previous_hook[-1] if _previous_hook else sys.__unraisablehook__)(unraisable)
+
+
+def quiet_unraisable(*exception_types):
+    """Let Python drop, without its "Exception ignored in ..." report, the
+    ``exception_types`` a signal handler raised where they cannot propagate
+    (the signal itself is remembered and acted on by whoever installed it)."""
+    _quiet.update(exception_types)
+    if sys.unraisablehook is not _hook:  # (again, if someone replaced it since)
+        _previous_hook[:] = [sys.unraisablehook]
+        sys.unraisablehook = _hook

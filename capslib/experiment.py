@@ -32,7 +32,8 @@ from capslib.baseline import class_scores
 from capslib.config import ConfigError, config_for_profile, get_profile
 from capslib.model import load_classifier
 from capslib.routing import coupling_entropy
-from capslib.runs import RunError, RunFolder, os_error, write_json_atomic, write_text_atomic
+from capslib.runs import (RunError, RunFolder, StopOnSignal, interrupt_handling, os_error,
+                          write_json_atomic, write_text_atomic)
 
 # name -> (what the reader sees, the train job's settings)
 VARIANTS = {
@@ -97,8 +98,9 @@ def run_experiment(profile=None, runs_dir=None, out=None, data_dir=None, verbose
           f"{_shown(runs_dir)}, results in {_shown(out)}.")
     counted = []  # set once this session's time is in elapsed.json
     try:
-        return _run_experiment(profile, runs_dir, out, data_dir, verbose, command, sizes,
-                               configs, start, counted)
+        with interrupt_handling(sigterm=False):  # Ctrl-C at every step, as in train()
+            return _run_experiment(profile, runs_dir, out, data_dir, verbose, command,
+                                   sizes, configs, start, counted)
     except BaseException:  # interrupted or failed: its time still counts in the total
         if not counted:
             with contextlib.suppress(Exception):
@@ -176,7 +178,8 @@ def _measure(run_dir, sets, labels, sweep_images, sweep_labels, batch_size):
     accuracy, predicted = {}, {}
     bar = keras.utils.Progbar(len(sets) + len(SHIFTS), unit_name="test set")
     for k, (name, images) in enumerate(sets.items()):
-        scores = class_scores(model.predict(images, batch_size=batch_size, verbose=0))
+        scores = class_scores(model.predict(images, batch_size=batch_size, verbose=0,
+                                            callbacks=[StopOnSignal()]))
         predicted[name] = np.argmax(scores, axis=1)
         accuracy[name] = float(np.mean(predicted[name] == labels))
         bar.update(k + 1)
@@ -184,7 +187,8 @@ def _measure(run_dir, sets, labels, sweep_images, sweep_labels, batch_size):
     sweep_predicted = []
     for k, dx in enumerate(SHIFTS):
         moved = data.shift_images(sweep_images, 0, dx)
-        scores = class_scores(model.predict(moved, batch_size=batch_size, verbose=0))
+        scores = class_scores(model.predict(moved, batch_size=batch_size, verbose=0,
+                                            callbacks=[StopOnSignal()]))
         sweep_predicted.append(np.argmax(scores, axis=1))
         sweep["accuracy"].append(float(np.mean(sweep_predicted[-1] == sweep_labels)))
         sweep["true_class_score"].append(

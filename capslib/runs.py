@@ -70,13 +70,15 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM; ``signum`` says which (the CLI exits 128 + signum)."""
 
     def __init__(self, signum=signal.SIGINT):
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(f"{signal.Signals(signum).name}: stopped with every kept file whole; "
+                         "the same command or call goes on from the last kept step")
         self.signum = int(signum)
 
 
 # -- signals: Ctrl-C and SIGTERM alike, even where Keras swallows them -------------------
 
 _received = []  # the signals received since interrupt_handling() began
+_depth = [0]  # nested interrupt_handling() (the command line around train()): one owner
 
 
 def _on_signal(signum, frame):
@@ -85,26 +87,57 @@ def _on_signal(signum, frame):
 
 
 @contextlib.contextmanager
-def interrupt_handling():
-    """SIGINT and SIGTERM raise ``Interrupted`` and are remembered.
+def interrupt_handling(sigterm=True):
+    """SIGINT (and SIGTERM) raise ``Interrupted`` and are remembered.
 
-    Keras' model loading and saving catch every exception with a bare
-    ``except:``, KeyboardInterrupt included; ``check_interrupted()`` after
-    such calls raises it again, so no signal is lost. SIGTERM (``docker
-    stop``, a scheduler) is handled like Ctrl-C: files are left whole.
+    Python runs the handler wherever the main thread is, and some places
+    swallow what it raises: Keras' model loading and saving (a bare
+    ``except:``), JAX's garbage-collector callback. ``check_interrupted()``
+    after such calls, after every batch (``StopOnSignal``) and when the block
+    ends raises it again, so no signal is lost. Files are left whole.
+
+    ``sigterm=True`` (the command line): SIGTERM (``docker stop``, a scheduler)
+    is handled like Ctrl-C. ``sigterm=False`` (``train()`` called from Python):
+    SIGTERM keeps its default, and Ctrl-C leaves the block as a plain
+    ``KeyboardInterrupt``, which Python reports as it always does. Nested
+    blocks (the command line around ``train()``) share the outer block's handling.
     """
     if not _in_main_thread():
         yield
         return
+    if _depth[0]:
+        _depth[0] += 1
+        try:
+            yield
+        finally:
+            _depth[0] -= 1
+        return
+    from capslib import _startup
     del _received[:]
-    # Only where the default is in place: a job started with SIGINT ignored (`cmd &`
-    # in a script) keeps ignoring it, a handler someone else installed stays.
-    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    previous = {sig: signal.signal(sig, _on_signal) for sig, default in defaults.items()
-                if signal.getsignal(sig) is default}
+    # Only where the default is in place (or the start-up handler of `python -m
+    # capslib`): a job started with SIGINT ignored (`cmd &` in a script) keeps
+    # ignoring it, a handler someone else installed stays.
+    defaults = {signal.SIGINT: signal.default_int_handler}
+    if sigterm:
+        defaults[signal.SIGTERM] = signal.SIG_DFL
+    previous = {}
+    for sig, default in defaults.items():
+        handler = signal.getsignal(sig)
+        if handler is default or _startup.is_startup_handler(handler):
+            signal.signal(sig, _on_signal)
+            previous[sig] = default
+    _startup.quiet_unraisable(Interrupted)
+    _depth[0] = 1
     try:
         yield
+        check_interrupted()  # a signal swallowed after the last check
+    except Interrupted as e:
+        if sigterm:
+            raise
+        # Python reports only a KeyboardInterrupt itself as a Ctrl-C (exit by SIGINT).
+        raise KeyboardInterrupt(str(e)) from None
     finally:
+        _depth[0] = 0
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         del _received[:]
@@ -119,6 +152,18 @@ def check_interrupted():
     """Raise ``Interrupted`` if a signal came during a call that swallowed it."""
     if _received:
         raise Interrupted(_received[-1])
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Acts on a signal a Keras or JAX call swallowed, at the next batch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        check_interrupted()
+
+    on_test_batch_end = on_predict_batch_end = on_train_batch_end
+
+    def on_epoch_begin(self, epoch, logs=None):
+        check_interrupted()
 
 
 # -- atomic writes ---------------------------------------------------------------
@@ -615,7 +660,9 @@ class RunFolder:
             f"{self.flag}, or move that folder away to start over.")
 
     def _rebuilt(self, epoch, relative, rows, steps_per_epoch, damage):
-        state = RunState(epochs_done=epoch, backup=relative, history=rows)
+        # log.csv's last row says whether the time budget (or a callback) ended training.
+        stopped = bool(rows) and rows[-1].get("stopped_early") == 1
+        state = RunState(epochs_done=epoch, backup=relative, history=rows, stopped_early=stopped)
         state.sha256[relative] = file_sha256(self.path / relative)
         finite = [(r.get("val_loss"), r["epoch"] + 1) for r in rows
                   if isinstance(r.get("val_loss"), float) and math.isfinite(r["val_loss"])]
@@ -636,7 +683,8 @@ class RunFolder:
                         f"was removed: restore state.json, or move {self.path} away to start "
                         "over.")
         print(f"{damage or self.state_path.name + ' is missing'}: rebuilt from {relative} "
-              f"and log.csv ({epoch} epochs kept, best epoch {state.best_epoch}).",
+              f"and log.csv ({epoch} epochs kept, best epoch {state.best_epoch}"
+              f"{', training stopped early' if stopped else ''}).",
               file=sys.stderr)
         return state
 

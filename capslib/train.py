@@ -20,6 +20,7 @@ run ends as it would have without the interruption (``capslib.runs`` says
 how). A finished run is not trained or evaluated again.
 """
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -32,8 +33,8 @@ from capslib.config import ConfigError, TrainConfig, config_for_profile, setting
 from capslib.model import (ModelFileError, build_capsnet, compile_capsnet, load_capsnet,
                            load_classifier)
 from capslib.runs import (EpochCheckpoint, RunError, RunFolder, RunState, StateDamaged,
-                          atomic_path, check_interrupted, os_error, read_log, weights_finite,
-                          write_json_atomic)
+                          StopOnSignal, atomic_path, check_interrupted, interrupt_handling,
+                          os_error, read_log, weights_finite, write_json_atomic)
 
 DEFAULT_RUN_DIR = Path("runs") / "capsnet"
 # Settings that may differ when a run is resumed (more epochs, another device).
@@ -132,6 +133,41 @@ def _check_logged_learning_rates(run, config, state):
                 "that folder to start over.")
 
 
+def _check_logged_validation(run, config, state, val, steps_per_epoch):
+    """Neither config.json nor state.json holds the recipe: the last backup must
+    score on this recipe's validation split what log.csv logged for its epoch.
+    Another --seed or --val-size draws another split (and the model's settings
+    must fit the backup), so a changed recipe cannot resume unnoticed."""
+    row = next((r for r in state.history if r["epoch"] == state.epochs_done - 1), {})
+    logged = {k[len("val_"):]: v for k, v in row.items() if k.startswith("val_")
+              and isinstance(v, float) and math.isfinite(v)}
+    if not state.backup or not logged:
+        return
+    val_data = data.CapsuleDataset(*val, batch_size=config.batch_size, shuffle=False,
+                                   targets=_targets(config))
+    with scale.training_scope(config):
+        model = build_for_config(config, steps_per_epoch=steps_per_epoch)
+        try:
+            _restore(model, run.path / state.backup)
+        except RunError as e:
+            raise ConfigError(f"{run.path} holds a run with another recipe: {e}") from None
+        measured = model.evaluate(val_data, verbose=0, return_dict=True,
+                                  callbacks=[StopOnSignal()])
+    differ = {k: (v, measured[k]) for k, v in logged.items() if k in measured
+              and not math.isclose(measured[k], v, rel_tol=1e-3, abs_tol=1e-5)}
+    if differ:
+        details = ", ".join(f"val_{k} {was:.6g} logged, {now:.6g} now"
+                            for k, (was, now) in sorted(differ.items()))
+        raise ConfigError(
+            f"{run.path} holds a run with another recipe: config.json and state.json are "
+            f"gone, and {state.backup} does not score on this recipe's validation split what "
+            f"log.csv logged for epoch {state.epochs_done} ({details}); another "
+            f"{setting_name('seed')} or {setting_name('val_size')} draws another split. Use "
+            f"the run's settings, another {run.flag}, or delete that folder to start over.")
+    print(f"{run.path}: the recipe is checked against log.csv (epoch {state.epochs_done}'s "
+          "validation scores are reproduced).", file=sys.stderr)
+
+
 def _check_finished(run, config, metrics):
     planned = metrics.get("config", {}).get("epochs", config.epochs)
     if config.epochs != planned:
@@ -146,7 +182,8 @@ def evaluate_model(model, x, y, batch_size=100):
     """Accuracy, per-class accuracy, confusion matrix and inference images/s."""
     data.CapsuleDataset(x, y, batch_size=batch_size)  # validates the arrays
     start = time.perf_counter()
-    scores = class_scores(model.predict(x, batch_size=batch_size, verbose=0))
+    scores = class_scores(model.predict(x, batch_size=batch_size, verbose=0,
+                                        callbacks=[StopOnSignal()]))
     seconds = time.perf_counter() - start
     pred = np.argmax(scores, axis=1)
     n_classes = scores.shape[1]
@@ -173,7 +210,9 @@ def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
     """
     config = (config or config_for_profile()).validate()
     run = RunFolder(run_dir, flag=flag)
-    with run.lock():
+    # Ctrl-C stops it at every step, also where Keras or JAX swallow it; the folder is
+    # left whole and resumes (the command line handles SIGTERM alike).
+    with interrupt_handling(sigterm=False), run.lock():
         try:
             return _train(run, config, data_dir, verbose, callbacks)
         except OSError as e:  # one line naming the path (a full disk is DiskFull already)
@@ -211,6 +250,8 @@ def _train(run, config, data_dir, verbose, callbacks):
         _check_logged_learning_rates(run, config, state)
         _check_epochs(run, config, state)
     run.verify(state, steps_per_epoch)
+    if not state.recipe and not run.config_path.exists():
+        _check_logged_validation(run, config, state, (x_val, y_val), steps_per_epoch)
     state.recipe = {**(state.recipe or {}), **config.to_dict()}
     backend = keras.backend.backend()
     if state.backends and state.backends[-1] != backend:
@@ -326,6 +367,7 @@ def _fit(run, state, config, train, val, verbose, callbacks):
     val_data = data.CapsuleDataset(*val, batch_size=config.batch_size, shuffle=False,
                                    targets=targets)
     fit_callbacks = [
+        StopOnSignal(),
         ThroughputLogger(len(train[0])),
         DatasetEpochSync(train_data),
         EpochCheckpoint(run, state),  # before the user's callbacks: they see a kept epoch
@@ -345,7 +387,11 @@ def _fit(run, state, config, train, val, verbose, callbacks):
                   shuffle=False)
     if state.epochs_done < config.epochs:  # the time budget (or a callback) ended it
         state.stopped_early = True
+        # log.csv says so too: a state rebuilt from the folder does not train on.
+        for row in state.history:
+            row["stopped_early"] = int(row is state.history[-1])
         run.write_state(state)
+        run.write_log(state.history)
 
 
 def _restore(model, backup):

@@ -22,6 +22,9 @@ _spec.loader.exec_module(classroom)
 import collect  # noqa: E402  (scripts/, put on sys.path by classroom.py)
 import grading  # noqa: E402
 
+# The same under every Keras backend: not run again in the JAX pass (Makefile).
+pytestmark = pytest.mark.backend_free
+
 ASSIGNMENTS = classroom.assignments()
 
 # Typical wrong answers, one per notebook where a student is likely to make them.

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import pytest
 
+# The same under every Keras backend: not run again in the JAX pass (Makefile).
+pytestmark = pytest.mark.backend_free
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent  # the environment running the tests
 NAME = "capsnet-student"

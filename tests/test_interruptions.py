@@ -227,3 +227,126 @@ def test_nan_weights_stop_the_job_keeping_the_last_good_epoch(tmp_path, capsys):
     assert state.epochs_done == 1 and state.best_epoch == 1
     assert os.listdir(run / "backup") == ["epoch-1.keras"]
     assert not (run / "metrics.json").exists()
+
+
+class CtrlCAtEpoch2(keras.callbacks.Callback):
+    """A real SIGINT to this process at the first batch of epoch 2 (a notebook's or a
+    script's train() call, not the command line)."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.model.optimizer.iterations.numpy() == 3:  # 3 steps per epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture
+def ctrl_c_default():
+    """Ctrl-C as in a terminal or a notebook (a test run started with `cmd &` ignores it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_without_config_and_state_another_seed_is_refused_by_the_log(tmp_path, reference,
+                                                                       capsys, ctrl_c_default):
+    # Before: with config.json and state.json both gone, --seed 7 resumed the run (it draws
+    # another validation split and other batches), exit 0.
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt) as caught:  # train() from Python: a plain Ctrl-C
+        train(config(), run, verbose=0, callbacks=[CtrlCAtEpoch2()])
+    assert type(caught.value) is KeyboardInterrupt and "goes on" in str(caught.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # never taken from Python
+    (run / "config.json").unlink()
+    (run / "state.json").unlink()
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train", "--profile", "quick", "--run-dir", str(run), *FLAGS,
+                 "--seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with another recipe: config.json and state.json are gone" in err
+    assert "--seed or --val-size draws another split" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # The run's own recipe resumes (its seed reproduces the logged validation scores).
+    assert main(["train", "--profile", "quick", "--run-dir", str(run), *FLAGS]) == 0
+    assert "the recipe is checked against log.csv" in capsys.readouterr().err
+    assert_same_run(run, json.loads((run / "metrics.json").read_text()), reference)
+
+
+class StopAfterEpoch1(keras.callbacks.Callback):
+    """Ends training after epoch 1 as the time budget does."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_rebuilt_state_keeps_an_early_stop(tmp_path, monkeypatch, capsys):
+    # Before: a state rebuilt after the time budget had stopped training (killed during the
+    # evaluation, state.json then damaged) trained on to --epochs.
+    run = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr("capslib.train.evaluate_model", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(config(), run, verbose=0, callbacks=[StopAfterEpoch1()])
+    assert runs.RunFolder(run).read_state().stopped_early
+    assert read_log(run / "log.csv")["stopped_early"] == [1.0]
+    (run / "state.json").write_text("{}")
+    metrics = train(config(), run, verbose=0)
+    assert "1 epochs kept, best epoch 1, training stopped early" in capsys.readouterr().err
+    assert metrics["epochs"] == 1 and read_log(run / "log.csv")["epoch"] == [0]
+
+
+def test_the_notebook_interrupt_button_during_train_then_the_same_cell_goes_on(tmp_path,
+                                                                              reference):
+    # A student in JupyterLab presses "Interrupt the kernel" during 06's training cell,
+    # then runs the cell again (what 06 tells them to do).
+    from jupyter_client.manager import start_new_kernel
+    run = tmp_path / "run"
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(REPO), env=ENV)
+
+    def execute(code, interrupt_when=None):
+        """The cell's (error name and value, printed text); interrupts once the condition holds."""
+        msg_id, error, text = kc.execute(code), None, ""
+        while True:
+            if interrupt_when and interrupt_when():
+                km.interrupt_kernel()
+                interrupt_when = None
+            try:
+                msg = kc.get_iopub_msg(timeout=0.1)
+            except Exception:  # queue.Empty: nothing yet
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status" and content["execution_state"] == "idle":
+                return error, text
+            if kind == "error":
+                error = (content["ename"], content["evalue"])
+            if kind == "stream":
+                text += content["text"]
+
+    def in_epoch_2():
+        state = run / "state.json"
+        return state.exists() and json.loads(state.read_text()).get("epochs_done") == 1
+    try:
+        assert execute(
+            "import time, keras\n"
+            "from capslib.config import config_for_profile\n"
+            "from capslib.train import train\n"
+            f"config = config_for_profile('quick', **{TINY!r})\n"
+            "class SlowEpoch2(keras.callbacks.Callback):  # time to press the button\n"
+            "    def on_train_batch_end(self, batch, logs=None):\n"
+            "        if self.model.optimizer.iterations.numpy() > 3:\n"
+            "            time.sleep(2)\n")[0] is None
+        cell = f"metrics = train(config, {str(run)!r}, verbose=0{{}})\nprint(metrics['epochs'])"
+        error, _ = execute(cell.format(", callbacks=[SlowEpoch2()]"), interrupt_when=in_epoch_2)
+        assert error[0] == "KeyboardInterrupt" and "goes on from the last kept step" in error[1]
+        assert_resumable(run)
+        error, text = execute(cell.format(""))
+        assert error is None and f"Resuming {run} after epoch 1 of 2." in text, text
+        assert text.endswith("\n2\n")
+        assert_same_run(run, json.loads((run / "metrics.json").read_text()), reference)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

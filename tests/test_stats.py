@@ -6,6 +6,9 @@ import pytest
 
 from capslib import stats
 
+# The same under every Keras backend: not run again in the JAX pass (Makefile).
+pytestmark = pytest.mark.backend_free
+
 
 def test_holm_on_a_hand_computed_example():
     # Sorted: 0.005, 0.01, 0.03, 0.04 (m = 4), multiplied by 4, 3, 2, 1:
