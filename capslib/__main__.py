@@ -117,17 +117,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.command_line = "python -m capslib " + shlex.join(
         sys.argv[1:] if argv is None else list(argv))
-    return _main(args)
+    # The command line's own process exits next; a caller (a test, a script) gets its
+    # handlers back.
+    return _main(args, exits_next=argv is None)
 
 
-def _main(args):
+def _main(args, exits_next=False):
     from capslib.runs import Interrupted, interrupt_handling
     debug = args.debug or os.environ.get("CAPSLIB_DEBUG", "") not in ("", "0")
     _startup.exit_if_signalled()  # a signal while importing that an import swallowed
     try:
         # SIGTERM as Ctrl-C; signals Keras or JAX swallow still count. It takes over
         # from the start-up handler with no moment left uncovered.
-        with interrupt_handling():
+        with interrupt_handling(restore=not exits_next):
             _startup.uninstall()
             return _run(args) if debug else _caught(args)
     except KeyboardInterrupt as e:

@@ -25,10 +25,12 @@ class StoppedWhileStarting(SystemExit):
 
 
 def _stopped_while_starting(signum, frame):
-    if not _received:
-        name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
-        print(f"\n{name} while starting, before anything was written.", file=sys.stderr)
+    if _received:  # a second signal while the first one stops the command: noted only
+        _received.append(signum)
+        return
     _received.append(signum)
+    name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
+    print(f"\n{name} while starting, before anything was written.", file=sys.stderr)
     raise StoppedWhileStarting(128 + signum)
 
 

@@ -5,6 +5,7 @@ conv 256@9x9 (ReLU) -> 1152 primary 8D capsules -> 10 class capsules of 16D
 the image from the pose of one capsule: the true class while training, the
 predicted class otherwise.
 """
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -346,13 +347,19 @@ def load_classifier(path, kinds=None):
         raise ModelFileError(f"{path}: not a Keras model file (expected a .keras zip archive "
                              "such as a run's best.keras)")
     from capslib.runs import check_interrupted
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as e:  # a damaged archive fails in many ways (zip, JSON, h5py)
-        check_interrupted()  # Keras' bare except turns Ctrl-C into another error
-        raise ModelFileError(f"{path}: not a readable Keras model file ({type(e).__name__}: "
-                             f"{str(e)[:200]})") from e
-    check_interrupted()  # ... or swallows it and goes on
+    # Keras' warnings are held back until we know no Ctrl-C was swallowed: a Ctrl-C
+    # during loading makes Keras warn about a model it "cannot build".
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        except Exception as e:  # a damaged archive fails in many ways (zip, JSON, h5py)
+            check_interrupted()  # Keras' bare except turns Ctrl-C into another error
+            raise ModelFileError(f"{path}: not a readable Keras model file ({type(e).__name__}"
+                                 f": {str(e)[:200]})") from e
+        check_interrupted()  # ... or swallows it and goes on
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not isinstance(model, kinds):
         names = " or ".join(k.__name__ for k in kinds)
         raise ModelFileError(f"{path}: a Keras model ({type(model).__name__} "

@@ -87,7 +87,7 @@ def _on_signal(signum, frame):
 
 
 @contextlib.contextmanager
-def interrupt_handling(sigterm=True):
+def interrupt_handling(sigterm=True, restore=True):
     """SIGINT (and SIGTERM) raise ``Interrupted`` and are remembered.
 
     Python runs the handler wherever the main thread is, and some places
@@ -101,6 +101,10 @@ def interrupt_handling(sigterm=True):
     SIGTERM keeps its default, and Ctrl-C leaves the block as a plain
     ``KeyboardInterrupt``, which Python reports as it always does. Nested
     blocks (the command line around ``train()``) share the outer block's handling.
+    ``restore=False`` (the command line, which exits next): afterwards the
+    signals are ignored (SIG_IGN lasts through Python's shutdown, a Python
+    handler would not), so a second Ctrl-C, or one while Python shuts down,
+    cannot interrupt the last line or print a traceback.
     """
     if not _in_main_thread():
         yield
@@ -139,7 +143,7 @@ def interrupt_handling(sigterm=True):
     finally:
         _depth[0] = 0
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if restore else signal.SIG_IGN)
         del _received[:]
 
 
@@ -418,6 +422,7 @@ class RunFolder:
         self.best_path = self.path / "best.keras"
         self.metrics_path = self.path / "metrics.json"
         self.backup_dir = self.path / "backup"
+        self.rebuild_note = None  # what rebuild_state() did, if it did
 
     def lock(self):
         """The folder's lock, the folder made first; an OS error is one line."""
@@ -615,11 +620,13 @@ class RunFolder:
                     found[int(m.group(1))] = f"backup/{p.name}"
         return found
 
-    def rebuild_state(self, steps_per_epoch, damage=None):
+    def rebuild_state(self, steps_per_epoch, damage=None, announce=True):
         """A state rebuilt from what the folder proves: a whole backup of epoch N
         and log.csv's rows of epochs 1..N. RunError (nothing removed) if it proves none.
 
-        ``damage``: why state.json is not used (None: there is none).
+        ``damage``: why state.json is not used (None: there is none). The one-line
+        note saying so is printed (``announce``) or left in ``self.rebuild_note``
+        for the caller to print once its own checks pass.
         """
         try:
             log = read_log(self.log_path)
@@ -640,7 +647,7 @@ class RunFolder:
                 rejected.append(f"{relative}: {why}")
                 continue
             return self._rebuilt(epoch, relative, [rows[e] for e in range(epoch)],
-                                 steps_per_epoch, damage)
+                                 steps_per_epoch, damage, announce)
         kept = self.kept_files()
         if not kept:
             if damage:  # nothing was kept: the damaged state held no progress
@@ -659,7 +666,7 @@ class RunFolder:
             f"older capslib or damaged, and cannot be resumed safely ({reasons}). Use another "
             f"{self.flag}, or move that folder away to start over.")
 
-    def _rebuilt(self, epoch, relative, rows, steps_per_epoch, damage):
+    def _rebuilt(self, epoch, relative, rows, steps_per_epoch, damage, announce=True):
         # log.csv's last row says whether the time budget (or a callback) ended training.
         stopped = bool(rows) and rows[-1].get("stopped_early") == 1
         state = RunState(epochs_done=epoch, backup=relative, history=rows, stopped_early=stopped)
@@ -682,10 +689,12 @@ class RunFolder:
                         f"{state.best_epoch}) is not in {self.best_path} ({why}). Nothing "
                         f"was removed: restore state.json, or move {self.path} away to start "
                         "over.")
-        print(f"{damage or self.state_path.name + ' is missing'}: rebuilt from {relative} "
-              f"and log.csv ({epoch} epochs kept, best epoch {state.best_epoch}"
-              f"{', training stopped early' if stopped else ''}).",
-              file=sys.stderr)
+        self.rebuild_note = (
+            f"{damage or self.state_path.name + ' is missing'}: rebuilt from {relative} and "
+            f"log.csv ({epoch} epochs kept, best epoch {state.best_epoch}"
+            f"{', training stopped early' if stopped else ''}).")
+        if announce:
+            print(self.rebuild_note, file=sys.stderr)
         return state
 
     # -- keeping -------------------------------------------------------------------------

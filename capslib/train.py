@@ -22,6 +22,7 @@ how). A finished run is not trained or evaluated again.
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -39,6 +40,9 @@ from capslib.runs import (EpochCheckpoint, RunError, RunFolder, RunState, StateD
 DEFAULT_RUN_DIR = Path("runs") / "capsnet"
 # Settings that may differ when a run is resumed (more epochs, another device).
 _RESUMABLE_CHANGES = {"epochs", "distribute", "time_budget_s"}
+# Settings that leave no trace a run folder can check without its recipe (config.json
+# and state.json both gone): a changed one cannot be detected then.
+_UNPROVABLE = ("train_limit", "augment", "test_limit", "mixed_precision")
 
 
 class ThroughputLogger(keras.callbacks.Callback):
@@ -135,22 +139,33 @@ def _check_logged_learning_rates(run, config, state):
 
 def _check_logged_validation(run, config, state, val, steps_per_epoch):
     """Neither config.json nor state.json holds the recipe: the last backup must
-    score on this recipe's validation split what log.csv logged for its epoch.
-    Another --seed or --val-size draws another split (and the model's settings
-    must fit the backup), so a changed recipe cannot resume unnoticed."""
+    score on this recipe's validation split what log.csv logged for its epoch
+    (True: it does; False: no epoch kept yet, nothing to check).
+    Another --seed or --val-size draws another split, and the model's settings
+    must fit the backup, so such a change cannot resume unnoticed. Compared: the
+    total loss and the accuracy (the same under every backend; the per-output
+    losses are averaged differently by TensorFlow and JAX)."""
     row = next((r for r in state.history if r["epoch"] == state.epochs_done - 1), {})
     logged = {k[len("val_"):]: v for k, v in row.items() if k.startswith("val_")
+              and (k == "val_loss" or k.endswith("accuracy"))
               and isinstance(v, float) and math.isfinite(v)}
     if not state.backup or not logged:
-        return
+        return False  # nothing kept yet: nothing to check
     val_data = data.CapsuleDataset(*val, batch_size=config.batch_size, shuffle=False,
                                    targets=_targets(config))
-    with scale.training_scope(config):
+    with scale.training_scope(config), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a model that does not fit the backup is refused below
         model = build_for_config(config, steps_per_epoch=steps_per_epoch)
         try:
             _restore(model, run.path / state.backup)
         except RunError as e:
-            raise ConfigError(f"{run.path} holds a run with another recipe: {e}") from None
+            if run.check_model_file(state.backup, state.epochs_done, steps_per_epoch,
+                                    state.sha256.get(state.backup)):
+                raise  # the file itself is damaged
+            raise ConfigError(f"{run.path} holds a run with another recipe: config.json and "
+                              f"state.json are gone, and this recipe's model does not fit "
+                              f"{state.backup} ({str(e)[:160]}). Use the run's settings, "
+                              f"another {run.flag}, or delete that folder to start over.") from None
         measured = model.evaluate(val_data, verbose=0, return_dict=True,
                                   callbacks=[StopOnSignal()])
     differ = {k: (v, measured[k]) for k, v in logged.items() if k in measured
@@ -164,8 +179,7 @@ def _check_logged_validation(run, config, state, val, steps_per_epoch):
             f"log.csv logged for epoch {state.epochs_done} ({details}); another "
             f"{setting_name('seed')} or {setting_name('val_size')} draws another split. Use "
             f"the run's settings, another {run.flag}, or delete that folder to start over.")
-    print(f"{run.path}: the recipe is checked against log.csv (epoch {state.epochs_done}'s "
-          "validation scores are reproduced).", file=sys.stderr)
+    return True
 
 
 def _check_finished(run, config, metrics):
@@ -246,12 +260,22 @@ def _train(run, config, data_dir, verbose, callbacks):
     steps_per_epoch = math.ceil(len(x_tr) / config.batch_size)
     # Every file the state names is checked before anything is removed or rewritten.
     if state is None:
-        state = run.rebuild_state(steps_per_epoch, damage)
+        state = run.rebuild_state(steps_per_epoch, damage, announce=False)
         _check_logged_learning_rates(run, config, state)
         _check_epochs(run, config, state)
-    run.verify(state, steps_per_epoch)
+    recipe_from_log = False
     if not state.recipe and not run.config_path.exists():
-        _check_logged_validation(run, config, state, (x_val, y_val), steps_per_epoch)
+        # Before verify(), which may write best.keras: a refusal changes nothing.
+        recipe_from_log = _check_logged_validation(run, config, state, (x_val, y_val),
+                                                   steps_per_epoch)
+    if run.rebuild_note:  # said once the recipe is known to be the run's
+        print(run.rebuild_note, file=sys.stderr)
+    if recipe_from_log:
+        print(f"{run.path}: config.json and state.json are gone; log.csv and the last backup "
+              "confirm the learning rate, batch size, seed, validation split and model, but not "
+              f"{', '.join(setting_name(k) for k in _UNPROVABLE)}: give the run's own.",
+              file=sys.stderr)
+    run.verify(state, steps_per_epoch)
     state.recipe = {**(state.recipe or {}), **config.to_dict()}
     backend = keras.backend.backend()
     if state.backends and state.backends[-1] != backend:

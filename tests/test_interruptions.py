@@ -258,16 +258,26 @@ def test_without_config_and_state_another_seed_is_refused_by_the_log(tmp_path, r
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # never taken from Python
     (run / "config.json").unlink()
     (run / "state.json").unlink()
-    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (run / "best.keras").write_bytes((run / "backup" / "epoch-1.keras").read_bytes()[:-1])
+
+    def files():
+        return {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    before = files()
     assert main(["train", "--profile", "quick", "--run-dir", str(run), *FLAGS,
                  "--seed", "7"]) == 2
     err = capsys.readouterr().err
     assert "holds a run with another recipe: config.json and state.json are gone" in err
     assert "--seed or --val-size draws another split" in err and "Traceback" not in err
-    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
-    # The run's own recipe resumes (its seed reproduces the logged validation scores).
+    assert len(err.strip().splitlines()) == 1  # the refusal alone, not the rebuild's note
+    assert files() == before  # nothing written, best.keras (cut short here) not repaired
+    # The run's own recipe resumes (its seed reproduces the logged validation scores);
+    # what the folder cannot prove is named.
     assert main(["train", "--profile", "quick", "--run-dir", str(run), *FLAGS]) == 0
-    assert "the recipe is checked against log.csv" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "rebuilt from backup/epoch-1.keras" in err  # (and best.keras copied again)
+    assert "log.csv and the last backup confirm the learning rate, batch size, seed" in err
+    assert "but not --train-limit, --augment, --test-limit, --mixed-precision" in err
     assert_same_run(run, json.loads((run / "metrics.json").read_text()), reference)
 
 

@@ -721,6 +721,42 @@ def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum, code):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_second_signal_while_the_job_stops_changes_nothing(tmp_path):
+    # Before: a second Ctrl-C 0.15 s after the first printed "Exception ignored ...
+    # KeyboardInterrupt" (the defaults were back while Python cleaned up), and SIGTERM
+    # then killed the job before its line was printed.
+    job = subprocess.Popen([sys.executable, "-m", "capslib", "train", "--profile", "quick",
+                            "--run-dir", str(tmp_path / "run"), "--epochs", "2", "--verbose",
+                            "2", "--train-limit", "48", "--val-size", "20", "--test-limit", "20",
+                            "--batch-size", "16"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint_in_child)
+    for line in job.stdout:  # training has begun
+        if line.startswith("Epoch 1/2"):
+            break
+    job.send_signal(signal.SIGINT)
+    time.sleep(0.15)
+    job.send_signal(signal.SIGTERM)
+    time.sleep(0.15)
+    job.send_signal(signal.SIGINT)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        "Interrupted (run the same command again: it goes on from there).")
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_after_the_command_line_later_signals_are_only_noted(default_sigint):
+    try:
+        with runs.interrupt_handling(restore=False):
+            pass
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # nothing raised: the command is exiting
+        time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def swallowed_by_a_gc_callback(signum):
     """The signal arrives while a garbage-collector callback runs (JAX has one): whatever
     the handler raises there is dropped by Python ("Exception ignored in ...")."""
