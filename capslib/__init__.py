@@ -12,14 +12,16 @@ routing help? notebook 08), ``checks`` (the exercises' checks).
 """
 import sys
 
+from capslib import _startup
+
 if sys.argv[:1] == ["-m"]:  # `python -m capslib` is locating its __main__: a command starts
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported below
-    from capslib import _startup
     _startup.install()
 
-from capslib import (baseline, config, data, layers, losses, model, ops, pretrained, routing,
-                     stats, viz)
+with _startup.ctrl_c_not_lost():  # importing Keras, TensorFlow and JAX takes seconds
+    from capslib import (baseline, config, data, layers, losses, model, ops, pretrained,
+                         routing, stats, viz)
 from capslib.config import TrainConfig, config_for_profile, get_profile
 from capslib.data import CLASS_NAMES, load_fashion_mnist, split_train_val
 from capslib.model import CapsNet, build_capsnet, compile_capsnet

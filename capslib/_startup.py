@@ -12,8 +12,10 @@ of those places swallow what it raises: JAX's garbage-collector callback
 optional import. So the signal is also remembered, and the command checks it
 (``exit_if_signalled``) before it starts any work.
 """
+import contextlib
 import signal
 import sys
+import threading
 
 _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 _installed = {}
@@ -54,6 +56,38 @@ def uninstall():
         if signal.getsignal(sig) is _stopped_while_starting:
             signal.signal(sig, default)
         del _installed[sig]
+
+
+class _CtrlCWhileImporting(KeyboardInterrupt):
+    """Raised by ``ctrl_c_not_lost``'s handler (dropped quietly where it is swallowed)."""
+
+
+@contextlib.contextmanager
+def ctrl_c_not_lost():
+    """``import capslib`` from a script or a notebook: a Ctrl-C during the heavy
+    imports that something swallows (JAX's gc callback) is raised when they end,
+    as the KeyboardInterrupt Python would have raised. Only where Python's default
+    Ctrl-C is in place, in the main thread."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise _CtrlCWhileImporting()
+    signal.signal(signal.SIGINT, handler)
+    quiet_unraisable(_CtrlCWhileImporting)
+    try:
+        yield
+    except _CtrlCWhileImporting:
+        received.append(signal.SIGINT)
+    finally:
+        if signal.getsignal(signal.SIGINT) is handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def is_startup_handler(handler):

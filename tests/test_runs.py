@@ -809,6 +809,25 @@ def test_training_stops_at_the_batch_after_a_swallowed_signal(default_sigint):
     assert seen == [0, 1, 2]
 
 
+def test_a_ctrl_c_swallowed_while_a_script_imports_capslib_still_stops_it():
+    # Before: JAX's gc callback swallowed it and the script went on (and trained).
+    code = ("import gc, signal, sys\n"
+            "def callback(phase, info):\n"
+            "    if 'keras' in sys.modules and 'capslib' in sys.modules:\n"
+            "        gc.callbacks.remove(callback); signal.raise_signal(signal.SIGINT)\n"
+            "gc.callbacks.append(callback)\n"
+            "try:\n"
+            "    import capslib\n"
+            "except KeyboardInterrupt:\n"
+            "    print('stopped')\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    job = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, preexec_fn=_default_sigint_in_child)
+    assert job.returncode == 0, job.stderr[-1000:]
+    assert job.stdout.split() == ["stopped", "True"]
+    assert "Exception ignored" not in job.stderr
+
+
 def test_a_signal_swallowed_while_the_command_starts_still_stops_it():
     # What JAX's import did to the start-up handler's exit, then the command went on training.
     code = ("import sys; sys.argv = ['-m']; import capslib, gc, signal\n"
