@@ -9,7 +9,6 @@ goes on when the same command is run again). ``--debug`` (or
 """
 import argparse
 import errno
-import gc
 import json
 import os
 import shlex
@@ -134,9 +133,6 @@ def _main(args, exits_next=False):
             return _run(args) if debug else _caught(args)
     except KeyboardInterrupt as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-    # The interrupted loop's data iterators are finalized now, while Python can still run
-    # them (at exit, TensorFlow would print a warning about each one after our line).
-    gc.collect()
     where = " (run the same command again: it goes on from there)" if (
         args.command in ("train", "experiment")) else ""
     name = "Stopped by SIGTERM" if signum == signal.SIGTERM else "Interrupted"
