@@ -48,18 +48,18 @@ test: $(STAMP)
 # Student copies: nbgrader's generate_assignment over notebooks/ -> student/
 # (committed; regenerate after editing a notebook). See TEACHING.md.
 student: $(STAMP)
-	$(PY) scripts/classroom.py student
+	$(PY) -m capslib.classroom student
 
 # The students' hand-out, without answers: build/handout/capsnet-student/ and its .zip
-# (ARGS="--git": also a git repository of it; see scripts/handout.py).
+# (ARGS="--git": also a git repository of it; see capslib/classroom/handout.py).
 handout: $(STAMP)
-	$(PY) scripts/classroom.py handout $(ARGS)
+	$(PY) -m capslib.classroom handout $(ARGS)
 
 # Downloaded submissions -> classroom/submitted/ (any LMS's or browser's file names):
 # make collect FROM=~/Downloads/submissions [NB=02_primary_capsules] [ROSTER=roster.csv]
 NB ?= ALL
 collect: $(STAMP)
-	$(PY) scripts/classroom.py collect $(NB) --from "$(FROM)" $(if $(ROSTER),--roster "$(ROSTER)")
+	$(PY) -m capslib.classroom collect $(NB) --from "$(FROM)" $(if $(ROSTER),--roster "$(ROSTER)")
 
 train: $(STAMP)
 	$(PY) -m capslib train $(ARGS)

@@ -14,10 +14,14 @@ import sys
 
 from capslib import _startup
 
-if sys.argv[:1] == ["-m"]:  # `python -m capslib` is locating its __main__: a command starts
+_command = sys.orig_argv[1:3] if hasattr(sys, "orig_argv") else []
+if sys.argv[:1] == ["-m"] and _command[:2] == ["-m", "capslib"]:  # `python -m capslib`: a command starts
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported below
     _startup.install()
+elif sys.argv[:1] == ["-m"] or sys.argv[0].endswith("capsnet-classroom"):  # the teacher's tools
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 with _startup.ctrl_c_not_lost():  # importing Keras, TensorFlow and JAX takes seconds
     from capslib import (baseline, config, data, layers, losses, model, ops, pretrained,

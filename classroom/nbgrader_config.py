@@ -6,12 +6,9 @@ the student copies to ``../student``; ``submitted/``, ``autograded/``,
 ``feedback/`` and ``gradebook.db`` appear here as you collect and grade (git
 ignores them). See ../TEACHING.md.
 """
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # course_hooks.py beside this file
-import course_hooks  # noqa: E402
+from capslib.classroom import hooks as course_hooks
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata,  # noqa: E402
                                     ClearOutput, DeduplicateIds,
@@ -21,7 +18,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata,  # n
 c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
 
 c.CourseDirectory.course_id = "capsnet-course"
-c.CourseDirectory.root = str(HERE)
+c.CourseDirectory.root = str(Path(__file__).resolve().parent)
 # One assignment per notebook, named after it: 02_primary_capsules, ...
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "conftest.py",
                             "sanitize.cfg"]
@@ -50,7 +47,7 @@ c.OverwriteLockedCells.add_missing_cells = True
 c.GenerateFeedback.preprocessors = [GetGrades, course_hooks.HideHiddenTests,
                                     CSSHTMLHeaderPreprocessor]
 
-# `python scripts/classroom.py collect <notebook> --from DIR` (scripts/collect.py)
+# `capsnet-classroom collect <notebook> --from DIR` (capslib/classroom/collect.py)
 # reads the names LMSs and browsers give files and copies them to submitted/
 # itself. Plain `nbgrader zip_collect <notebook>` still works for files put in
 # downloaded/<notebook>/archive/ named <student id>_<notebook>.ipynb:

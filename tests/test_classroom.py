@@ -3,9 +3,7 @@ nbgrader, and a fixture class graded as a teacher would: submissions named the
 way LMSs and browsers name them, collected, autograded with a runaway loop, a
 dead kernel, a deleted check cell and a patched numpy.allclose among them,
 feedback without hidden tests, and grades with a row for every student."""
-import copy
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -16,11 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("classroom", ROOT / "scripts" / "classroom.py")
-classroom = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(classroom)
-import collect  # noqa: E402  (scripts/, put on sys.path by classroom.py)
-import grading  # noqa: E402
+from capslib.classroom import cli as classroom  # noqa: E402
+from capslib.classroom import collect, export, grading  # noqa: E402
 
 # The same under every Keras backend: not run again in the JAX pass (Makefile).
 pytestmark = pytest.mark.backend_free
@@ -255,7 +250,7 @@ def graded(course, collected):
     report = {(r["student_id"], r["assignment"]): r
               for r in grading.grade(ASSIGNMENTS, course_root=course)}
     pages = grading.feedback(ASSIGNMENTS, course_root=course)
-    _, rows = grading.export(ASSIGNMENTS, course_root=course)
+    _, rows = export.export(ASSIGNMENTS, course_root=course)
     grading.print_report(list(report.values()))  # shown by pytest -rA / on failure
     return {"report": report, "pages": pages,
             "grades": {(r["student_id"], r["assignment"]): r for r in rows}}

@@ -1,8 +1,7 @@
-"""Collection that never loses a student (scripts/collect.py): a messy made-up class, as
+"""Collection that never loses a student (capslib/classroom/collect.py): a messy made-up class, as
 an LMS and browsers hand it over, mapped to (student, notebook) and copied where nbgrader
 looks; every file accounted for; missing students listed. No grading here (fast)."""
 import csv
-import importlib.util
 import json
 import os
 import time
@@ -17,15 +16,8 @@ pytestmark = pytest.mark.backend_free
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-collect = _load("collect")
-classroom = _load("classroom")
+from capslib.classroom import cli as classroom  # noqa: E402
+from capslib.classroom import collect  # noqa: E402
 NOTEBOOKS, GRADE_IDS = collect.course_notebooks()
 NB2 = (ROOT / "student" / "02_primary_capsules.ipynb").read_text()
 NB3 = (ROOT / "student" / "03_routing.ipynb").read_text()

@@ -1,4 +1,4 @@
-"""The student hand-out (scripts/handout.py, `make handout`) and the teacher's
+"""The student hand-out (capslib/classroom/handout.py, `make handout`) and the teacher's
 formgrader (`make formgrader`).
 
 The hand-out is built from a clean checkout (the files git lists, copied to a temporary
@@ -10,7 +10,6 @@ installed) and the REST API must list the notebooks with nbgrader's extensions o
 `make formgrader` must serve the formgrader and its students API on a copy of the course
 root, with PATH lacking this environment (as when a teacher has not activated it).
 """
-import importlib.util
 import json
 import os
 import re
@@ -125,7 +124,7 @@ def bundle(tmp_path_factory):
         if (ROOT / name).is_file():
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, checkout / name)
-    done = subprocess.run([sys.executable, "scripts/classroom.py", "handout", "--out", str(tmp / "out"),
+    done = subprocess.run([sys.executable, "-m", "capslib.classroom", "handout", "--out", str(tmp / "out"),
                            "--git"], cwd=checkout, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return tmp / "out" / NAME, tmp / "out" / f"{NAME}.zip", checkout
@@ -197,7 +196,7 @@ def test_a_new_hand_out_is_a_new_commit_on_the_same_history(bundle, tmp_path):
     out = tmp_path / "out"
 
     def build():
-        subprocess.run([sys.executable, "scripts/handout.py", "--out", str(out), "--git"], cwd=checkout,
+        subprocess.run([sys.executable, "-m", "capslib.classroom", "handout", "--out", str(out), "--git"], cwd=checkout,
                        capture_output=True, check=True, timeout=120)
         return subprocess.run(["git", "log", "--format=%H"], cwd=out / NAME, capture_output=True,
                               text=True, check=True).stdout.split()
@@ -322,8 +321,7 @@ def test_make_formgrader_serves_the_course_root(tmp_path):
     pytest.importorskip("nbgrader")  # the classroom extra
     course = tmp_path / "course" / "classroom"
     course.mkdir(parents=True)
-    for name in ("nbgrader_config.py", "course_hooks.py"):
-        shutil.copy(ROOT / "classroom" / name, course / name)
+    shutil.copy(ROOT / "classroom" / "nbgrader_config.py", course / "nbgrader_config.py")
     source = course / "source" / "02_primary_capsules"  # as `make student` stages it
     source.mkdir(parents=True)
     shutil.copy(ROOT / "notebooks" / "02_primary_capsules.ipynb", source)
@@ -356,9 +354,7 @@ def test_make_lab_runs_nbgrader_from_the_course_root_only():
 
 
 def test_the_build_refuses_a_bundle_with_a_solution_marker(tmp_path):
-    spec = importlib.util.spec_from_file_location("handout", ROOT / "scripts" / "handout.py")
-    handout = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(handout)
+    from capslib.classroom import handout
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "x.ipynb").write_text('{"source": "### BEGIN SOLUTION"}')
     with pytest.raises(SystemExit, match="BEGIN SOLUTION"):

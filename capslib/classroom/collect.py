@@ -1,7 +1,7 @@
 """Collect the students' notebooks however the LMS or the browser named them.
 
-    python scripts/classroom.py collect 02_primary_capsules --from ~/Downloads/submissions
-    python scripts/classroom.py collect ALL --from submissions.zip --roster roster.csv
+    capsnet-classroom collect 02_primary_capsules --from ~/Downloads/submissions
+    capsnet-classroom collect ALL --from submissions.zip --roster roster.csv
     make collect NB=02_primary_capsules FROM=~/Downloads/submissions [ROSTER=roster.csv]
 
 ``--from`` is a folder or a zip, as downloaded: loose notebooks, zips (also zips in
@@ -55,9 +55,7 @@ import unicodedata
 import zipfile
 from pathlib import Path, PurePosixPath
 
-ROOT = Path(__file__).resolve().parents[1]
-COURSE = ROOT / "classroom"
-STUDENT = ROOT / "student"
+from capslib.classroom.paths import COURSE, STUDENT  # noqa: E402
 ROSTER = "roster.csv"
 COLLECTED = "collected.csv"
 HELP = "copy downloaded submissions (any LMS or browser naming) to classroom/submitted/"
@@ -410,7 +408,7 @@ def format_table(rows):
 
 
 def add_arguments(parser):
-    """The options of ``classroom.py collect``."""
+    """The options of ``capsnet-classroom collect``."""
     parser.add_argument("notebook", help="assignment id (02_primary_capsules) or ALL")
     parser.add_argument("--from", dest="source", type=Path, required=True,
                         help="the downloaded submissions: a folder or a zip")

@@ -1,4 +1,4 @@
-"""nbgrader hooks of the course, used by ``nbgrader_config.py`` beside this file.
+"""nbgrader hooks of the course, named by the course's ``classroom/nbgrader_config.py``.
 
 - ``cell_timeout(cell)``: seconds a cell may run while autograding. A runaway
   loop in a student's answer is interrupted after ``CAPSLIB_GRADE_TIMEOUT``
@@ -19,12 +19,11 @@
 import json
 import os
 from functools import lru_cache
-from pathlib import Path
 
 from nbgrader.api import MissingEntry
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+from capslib.classroom.paths import NOTEBOOKS  # noqa: E402
 DEFAULT_TIMEOUT = 60
 # Once a cell of a notebook hit the limit, the student's function is likely to
 # loop again wherever it is called: later cells get this much.
@@ -54,7 +53,7 @@ def long_running_sources():
     sources = set()
     # The teacher's notebooks, and the course root's staged sources (a copied course root).
     paths = [*NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"),
-             *(Path(__file__).resolve().parent / "source").glob("*/[0-9][0-9]_*.ipynb")]
+             *(NOTEBOOKS.parent / "classroom" / "source").glob("*/[0-9][0-9]_*.ipynb")]
     for path in sorted(paths):
         for cell in json.loads(path.read_text())["cells"]:
             if LONG_TAG in cell.get("metadata", {}).get("tags", []):

@@ -1,10 +1,10 @@
 """Teacher's tools for the classroom edition (nbgrader underneath).
 
-    python scripts/classroom.py student          # notebooks/ -> student/ (what `make student` runs)
-    python scripts/classroom.py check            # student/ is what notebooks/ generates, byte for byte
-    python scripts/classroom.py solve NB OUT     # a student copy with the reference answers filled in
-    python scripts/classroom.py time             # run each solved student copy, print seconds
-    python scripts/classroom.py execute NB...    # re-execute teacher notebooks in place (stored outputs)
+    capsnet-classroom student          # notebooks/ -> student/ (what `make student` runs)
+    capsnet-classroom check            # student/ is what notebooks/ generates, byte for byte
+    capsnet-classroom solve NB OUT     # a student copy with the reference answers filled in
+    capsnet-classroom time             # run each solved student copy, print seconds
+    capsnet-classroom execute NB...    # re-execute teacher notebooks in place (stored outputs)
 
 The course root is ``classroom/`` (its ``nbgrader_config.py``); each notebook
 is one nbgrader assignment named after it (``02_primary_capsules``, ...).
@@ -19,15 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# The teacher's modules beside this file (grading.py, ...) import as top-level names.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-NOTEBOOKS = ROOT / "notebooks"
-STUDENT = ROOT / "student"
-COURSE = ROOT / "classroom"
+from capslib.classroom.paths import COURSE, NOTEBOOKS, ROOT, STUDENT
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 # What a course root needs: the settings and the hooks they import.
-COURSE_FILES = ("nbgrader_config.py", "course_hooks.py")
+COURSE_FILES = ("nbgrader_config.py",)
 
 
 def assignments(notebooks=NOTEBOOKS):
@@ -37,7 +32,7 @@ def assignments(notebooks=NOTEBOOKS):
 
 def nbgrader(*args, course_root=COURSE):
     """Run an nbgrader command in the course root; raise with its log if it fails."""
-    import grading  # scripts/grading.py, beside this file
+    from capslib.classroom import grading
     return grading.nbgrader(*args, course_root=course_root)
 
 
@@ -202,7 +197,7 @@ def main(argv=None):
     p.add_argument("names", nargs="*")
     p = sub.add_parser("execute", help="re-execute teacher notebooks in place (after editing them)")
     p.add_argument("names", nargs="+", help="notebooks, e.g. 07_interpretation")
-    # -- grading (scripts/grading.py) --
+    # -- grading (grading.py) --
     p = sub.add_parser("grade", help="autograde collected submissions; report per student")
     p.add_argument("names", nargs="*", help="notebooks (default: all)")
     p.add_argument("--timeout", type=int, default=None,
@@ -212,12 +207,9 @@ def main(argv=None):
     p = sub.add_parser("export", help="grades.csv: every roster student, 'missing' if nothing came")
     p.add_argument("names", nargs="*", help="notebooks (default: all)")
     p.add_argument("--out", type=Path, default=None)
-    # -- hand-out and collection: options and code in scripts/handout.py, scripts/collect.py --
-    import importlib.util
-    for module_name in ("handout", "collect"):
-        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{module_name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    # -- hand-out and collection: options and code in handout.py, collect.py --
+    from capslib.classroom import collect, handout
+    for module_name, module in (("handout", handout), ("collect", collect)):
         module.add_arguments(sub.add_parser(module_name, help=module.HELP, description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     # -- end of hand-out and collection --
@@ -240,7 +232,7 @@ def main(argv=None):
         write(solve(read(STUDENT / f"{args.notebook}.ipynb"),
                     read(NOTEBOOKS / f"{args.notebook}.ipynb")), args.out)
     elif args.command in ("grade", "feedback", "export"):
-        import grading  # scripts/grading.py, beside this file
+        from capslib.classroom import grading
         names = args.names or assignments()
         if args.command == "grade":
             rows = grading.grade(names, timeout=args.timeout)
@@ -250,7 +242,8 @@ def main(argv=None):
             pages = grading.feedback(names)
             print(f"{len(pages)} feedback pages in {COURSE / 'feedback'} (no hidden tests)")
         else:
-            out, rows = grading.export(names, out=args.out)
+            from capslib.classroom import export
+            out, rows = export.export(names, out=args.out)
             missing = sum(row["status"] == "missing" for row in rows)
             print(f"wrote {out}: {len(rows)} rows, {missing} missing")
     elif args.command == "time":

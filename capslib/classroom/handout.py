@@ -1,8 +1,8 @@
 """The student hand-out: one folder and one zip that hold no answers.
 
-    make handout                                     # = python scripts/classroom.py handout
-    python scripts/classroom.py handout --out DIR    # another folder than build/handout
-    python scripts/classroom.py handout --git        # also a git repository of the hand-out alone
+    make handout                                     # = capsnet-classroom handout
+    capsnet-classroom handout --out DIR    # another folder than build/handout
+    capsnet-classroom handout --git        # also a git repository of the hand-out alone
 
 It writes ``build/handout/capsnet-student/`` and ``build/handout/capsnet-student.zip``
 (the zip holds the folder). The bundle holds::
@@ -46,7 +46,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from capslib.classroom.paths import ROOT  # noqa: E402
+
 DEFAULT_OUT = ROOT / "build" / "handout"
 NAME = "capsnet-student"
 HELP = "build the student hand-out, a folder and a zip (make handout)"
@@ -207,6 +208,8 @@ def bundle_plan(root=ROOT):
         top, _, rest = name.partition("/")
         if top not in COPIED or (rest and top == "student" and not name.endswith(".ipynb")):
             continue
+        if name.startswith("capslib/classroom/"):  # the teacher's tools: not for students
+            continue
         plan[f"{COPIED[top]}/{rest}" if rest else COPIED[top]] = Path(root) / name
     missing = [top for top in COPIED if not any(
         src == Path(root) / top or Path(root) / top in src.parents for src in plan.values())]
@@ -336,7 +339,7 @@ def build(out=DEFAULT_OUT, name=NAME, git=False, root=ROOT):
 
 
 def add_arguments(parser):
-    """The options of ``classroom.py handout``."""
+    """The options of ``capsnet-classroom handout``."""
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"folder for the bundle and its zip (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--git", action="store_true",

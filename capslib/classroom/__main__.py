@@ -1,0 +1,5 @@
+import sys
+
+from capslib.classroom.cli import main
+
+sys.exit(main())
