@@ -4,7 +4,9 @@ A user's mistake (a flag out of range, a run folder in use or damaged, a
 model file that is not a CapsNet, a full disk, a folder that cannot be
 written) prints one line and no traceback; exit code 2 for usage errors, 1
 for the others, 130 for Ctrl-C and 143 for SIGTERM (both leave a run that
-goes on when the same command is run again). ``--debug`` (or
+goes on when the same command is run again). ``train`` exits 0 both when the
+run is finished and when ``--time-budget`` paused it (it says so; metrics.json
+appears only at the end). ``--debug`` (or
 ``CAPSLIB_DEBUG=1``) shows the traceback.
 """
 import argparse
@@ -49,8 +51,16 @@ def _train_args(parser):
     parser.add_argument("--distribute", action="store_true", default=None,
                         help="data-parallel over all local devices")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
-                        help="stop before an epoch would end after SECONDS; the run then finishes "
-                             "with the best epoch so far")
+                        help="this session's time: stop before an epoch would end after SECONDS "
+                             "(counted from the job's start; at least one epoch). The run is "
+                             "paused, exit 0, test set not evaluated: run the same command (any "
+                             "budget or none) to go on")
+    parser.add_argument("--time-budget-action", choices=("pause", "finish"), default=None,
+                        help="at the budget: pause (default) or finish: end the run there and "
+                             "evaluate the best epoch so far (the behaviour before pausing)")
+    parser.add_argument("--patience", type=int, metavar="N",
+                        help="early stop: end the run when N epochs in a row did not lower the "
+                             "validation loss (default: off, all --epochs)")
     parser.add_argument("--data-dir")
 
 
@@ -63,7 +73,8 @@ def _config(args):
         val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
         test_limit=args.test_limit,
         mixed_precision=args.mixed_precision, distribute=args.distribute,
-        time_budget_s=args.time_budget)
+        time_budget_s=args.time_budget, time_budget_action=args.time_budget_action,
+        patience=args.patience)
 
 
 def main(argv=None):
@@ -174,10 +185,10 @@ def _run(args):
                               "option out for the default)")
     if args.command == "train":
         from capslib.train import DEFAULT_RUN_DIR, train
-        metrics = train(_config(args), run_dir=args.run_dir or DEFAULT_RUN_DIR,
-                        data_dir=args.data_dir,
-                        verbose="auto" if args.verbose is None else args.verbose)
-        return 0 if metrics else 1
+        # None: the time budget paused the run (it said so); a success too.
+        train(_config(args), run_dir=args.run_dir or DEFAULT_RUN_DIR, data_dir=args.data_dir,
+              verbose="auto" if args.verbose is None else args.verbose)
+        return 0
     if args.command == "evaluate":
         from capslib.config import config_for_profile
         from capslib.train import evaluate

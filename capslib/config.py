@@ -50,7 +50,9 @@ class TrainConfig:
     reconstruction_weight: float = 0.0005
     mixed_precision: bool = False
     distribute: bool = False
-    time_budget_s: float | None = None  # stop before an epoch would end later
+    time_budget_s: float | None = None  # this session stops before an epoch would end later
+    time_budget_action: str = "pause"  # at the budget: "pause" (go on next time) or "finish"
+    patience: int | None = None  # early stop: this many epochs without a lower val_loss
     profile: str = "full"
 
     def replace(self, **changes):
@@ -87,8 +89,10 @@ FLAGS = {
     "augment": "--augment", "val_size": "--val-size", "seed": "--seed",
     "train_limit": "--train-limit", "test_limit": "--test-limit",
     "mixed_precision": "--mixed-precision", "distribute": "--distribute",
-    "time_budget_s": "--time-budget", "profile": "--profile",
+    "time_budget_s": "--time-budget", "time_budget_action": "--time-budget-action",
+    "patience": "--patience", "profile": "--profile",
 }
+TIME_BUDGET_ACTIONS = ("pause", "finish")
 
 
 def setting_name(name):
@@ -96,7 +100,7 @@ def setting_name(name):
     return FLAGS.get(name, name)
 
 
-def _integer(low, high=None, optional=False):
+def _integer(low, high=None, optional=False, leave_out="for all images"):
     def check(value):
         if optional and value is None:
             return None
@@ -104,7 +108,7 @@ def _integer(low, high=None, optional=False):
             return f"must be a whole number, got {type(value).__name__}"
         if value < low or (high is not None and value > high):
             allowed = f"from {low:,} to {high:,}" if high is not None else f">= {low:,}"
-            none = " (leave it out for all images)" if optional else ""
+            none = f" (leave it out {leave_out})" if optional else ""
             return f"must be {allowed}{none}"
         return None
     return check
@@ -148,6 +152,9 @@ _CHECKS = {
     "mixed_precision": _boolean,
     "distribute": _boolean,
     "time_budget_s": _number(0, math.inf, optional=True),
+    "time_budget_action": lambda value: None if value in TIME_BUDGET_ACTIONS else (
+        f"must be one of {', '.join(TIME_BUDGET_ACTIONS)}"),
+    "patience": _integer(1, optional=True, leave_out="for no early stop"),
     "profile": lambda value: None if value in PROFILES else f"must be one of {', '.join(PROFILES)}",
 }
 

@@ -336,7 +336,11 @@ class RunState:
     backup: str | None = None  # model + optimizer after the last kept epoch (relative path)
     best_epoch: int | None = None  # 1-based, as in messages and metrics.json
     best_val_loss: float | None = None
-    stopped_early: bool = False  # the time budget ended training before the last epoch
+    # Training ended for good before the last epoch (an early stop on validation loss,
+    # --time-budget-action finish, a callback); log.csv's last row says so too. A pause
+    # (the time budget's default) is not an end: it records nothing, as a kill between
+    # epochs, and the next session trains on.
+    stopped_early: bool = False
     history: list = dataclasses.field(default_factory=list)  # one dict per epoch (log.csv)
     # SHA-256 of each model file kept (backups, best.keras): a file changed or
     # replaced after it was kept is found before it is used or anything is removed.
@@ -667,7 +671,7 @@ class RunFolder:
             f"{self.flag}, or move that folder away to start over.")
 
     def _rebuilt(self, epoch, relative, rows, steps_per_epoch, damage, announce=True):
-        # log.csv's last row says whether the time budget (or a callback) ended training.
+        # log.csv's last row says whether training ended for good (an early stop).
         stopped = bool(rows) and rows[-1].get("stopped_early") == 1
         state = RunState(epochs_done=epoch, backup=relative, history=rows, stopped_early=stopped)
         state.sha256[relative] = file_sha256(self.path / relative)

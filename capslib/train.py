@@ -17,7 +17,12 @@ A run lives in one folder (``runs/capsnet`` by default)::
 Interrupt it at any time (Ctrl-C, SIGTERM, a kill, a full disk) and run the same
 command again: it goes on from the step that was interrupted, and a seeded
 run ends as it would have without the interruption (``capslib.runs`` says
-how). A finished run is not trained or evaluated again.
+how). A session's time budget (``time_budget_s``) pauses the run the same way,
+after the last epoch that fits, without evaluating the test set. The run ends
+(and the test set is evaluated, once) when its epochs are done, or earlier when
+``patience`` epochs in a row did not lower the validation loss (an early stop,
+kept in state.json and log.csv's ``stopped_early`` column). A finished run is not
+trained or evaluated again.
 """
 import math
 import sys
@@ -39,7 +44,8 @@ from capslib.runs import (EpochCheckpoint, RunError, RunFolder, RunState, StateD
 
 DEFAULT_RUN_DIR = Path("runs") / "capsnet"
 # Settings that may differ when a run is resumed (more epochs, another device).
-_RESUMABLE_CHANGES = {"epochs", "distribute", "time_budget_s"}
+# A session's budget and the early stop's patience end training, not change an epoch.
+_RESUMABLE_CHANGES = {"epochs", "distribute", "time_budget_s", "time_budget_action", "patience"}
 # Settings that leave no trace a run folder can check without its recipe (config.json
 # and state.json both gone): a changed one cannot be detected then.
 _UNPROVABLE = ("train_limit", "augment", "test_limit", "mixed_precision")
@@ -215,25 +221,27 @@ def evaluate_model(model, x, y, batch_size=100):
 
 def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
           callbacks=(), flag="--run-dir"):
-    """Run (or resume) the training job in ``run_dir``; return the metrics dict.
+    """Run (or resume) the training job in ``run_dir``; return the metrics dict, or
+    None when ``config.time_budget_s`` paused the run (call it again to go on).
 
     Raises ``ConfigError`` (a setting out of range, another recipe), before
     anything is written, and ``RunError`` (folder in use, damaged, unwritable,
     disk full, training diverged). ``flag``: the option naming the folder, for
     messages (the experiment's is --runs-dir).
     """
+    started = time.perf_counter()  # the time budget counts from here
     config = (config or config_for_profile()).validate()
     run = RunFolder(run_dir, flag=flag)
     # Ctrl-C stops it at every step, also where Keras or JAX swallow it; the folder is
     # left whole and resumes (the command line handles SIGTERM alike).
     with interrupt_handling(sigterm=False), run.lock():
         try:
-            return _train(run, config, data_dir, verbose, callbacks)
+            return _train(run, config, data_dir, verbose, callbacks, started)
         except OSError as e:  # one line naming the path (a full disk is DiskFull already)
             raise os_error(e, run.path, flag) from e
 
 
-def _train(run, config, data_dir, verbose, callbacks):
+def _train(run, config, data_dir, verbose, callbacks, started=None):
     metrics = run.read_json(run.metrics_path, "the results of this run")
     try:
         state, damage = run.read_state(), None
@@ -288,12 +296,23 @@ def _train(run, config, data_dir, verbose, callbacks):
     run.sync_with_state(state)  # repairs what an interruption left half done
 
     fit_seconds = 0.0
-    if state.epochs_done < config.epochs and not state.stopped_early:
+    trains_on = state.epochs_done < config.epochs and not state.stopped_early
+    if trains_on and _patience_reached(state, config.patience):  # a lower --patience
+        print(f"{run.path}: {_no_lower_loss(state, config.patience)}: training ends here.")
+        _record_early_stop(run, state)
+        trains_on = False
+    if trains_on:
         if state.epochs_done:
             print(f"Resuming {run.path} after epoch {state.epochs_done} of {config.epochs}.")
         start = time.perf_counter()
-        _fit(run, state, config, (x_tr, y_tr), (x_val, y_val), verbose, callbacks)
+        paused = _fit(run, state, config, (x_tr, y_tr), (x_val, y_val), verbose, callbacks,
+                      started=started)
         fit_seconds = time.perf_counter() - start
+        if paused:  # kept as after a kill between epochs: nothing marks the run ended
+            print(f"paused after epoch {state.epochs_done} of {config.epochs}: run the same "
+                  f"command to go on (best epoch so far {state.best_epoch}; {run.path} keeps "
+                  "everything, and the test set is evaluated once, when the run ends).")
+            return None
     else:
         print(f"{run.path}: training is done ({state.epochs_done} epochs); evaluating the "
               "best epoch.")
@@ -331,6 +350,7 @@ def _train(run, config, data_dir, verbose, callbacks):
         "train_images_per_s": float(np.nanmedian(history["train_images_per_s"])),
         "infer_images_per_s": test["images_per_s"],
         "fit_seconds_this_session": fit_seconds,
+        "ended": _how_it_ended(state, config),
         "n_train": len(x_tr), "n_val": len(x_val), "n_test": len(x_test),
         "backend": keras.backend.backend(),
         "backends": list(state.backends),  # every backend that trained this run, in order
@@ -346,6 +366,57 @@ def _train(run, config, data_dir, verbose, callbacks):
     print(f"validation accuracy {metrics['val_accuracy']:.4f} (best epoch {state.best_epoch}), "
           f"test accuracy {metrics['test_accuracy']:.4f}; written to {run.metrics_path}")
     return metrics
+
+
+def _patience_reached(state, patience):
+    """Whether ``patience`` epochs in a row after the best one did not lower val_loss."""
+    return bool(patience and state.best_epoch
+                and state.epochs_done - state.best_epoch >= patience)
+
+
+def _no_lower_loss(state, patience):
+    return (f"no lower validation loss in the {state.epochs_done - state.best_epoch} epochs "
+            f"after epoch {state.best_epoch} ({setting_name('patience')} {patience})")
+
+
+def _how_it_ended(state, config):
+    """metrics.json's ``ended``: why training ended where it did."""
+    if not state.stopped_early or state.epochs_done >= config.epochs:
+        return "epochs done"
+    if _patience_reached(state, config.patience):
+        return f"early stop: {_no_lower_loss(state, config.patience)}"
+    if config.time_budget_s and config.time_budget_action == "finish":
+        return "stopped early: time budget (--time-budget-action finish)"
+    return "stopped early"
+
+
+def _record_early_stop(run, state):
+    """Training ended for good before --epochs: state.json and log.csv say so (a state
+    rebuilt from the folder does not train on)."""
+    state.stopped_early = True
+    for row in state.history:
+        row["stopped_early"] = int(row is state.history[-1])
+    run.write_state(state)
+    run.write_log(state.history)
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """Ends training when ``patience`` epochs in a row did not lower val_loss.
+
+    Counted from the run's state (its best epoch), not from this session: a
+    paused or interrupted run stops where an uninterrupted one would.
+    """
+
+    def __init__(self, state, patience):
+        super().__init__()
+        self.state, self.patience = state, patience
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (_patience_reached(self.state, self.patience)
+                and epoch + 1 < self.params.get("epochs", math.inf)):
+            print(f"\nEarly stop after epoch {epoch + 1}: "
+                  f"{_no_lower_loss(self.state, self.patience)}.")
+            self.model.stop_training = True
 
 
 def _check_epochs(run, config, state):
@@ -383,7 +454,9 @@ def build_for_config(config, steps_per_epoch=None):
                            reconstruction_weight=config.reconstruction_weight)
 
 
-def _fit(run, state, config, train, val, verbose, callbacks):
+def _fit(run, state, config, train, val, verbose, callbacks, started=None):
+    """Train on from ``state``; the epoch after which the time budget paused it (None:
+    training ended, at --epochs or for good before)."""
     targets = _targets(config)
     train_data = data.CapsuleDataset(
         *train, batch_size=config.batch_size, shuffle=True, augment=config.augment,
@@ -395,10 +468,14 @@ def _fit(run, state, config, train, val, verbose, callbacks):
         ThroughputLogger(len(train[0])),
         DatasetEpochSync(train_data),
         EpochCheckpoint(run, state),  # before the user's callbacks: they see a kept epoch
-        *callbacks,
     ]
-    if config.time_budget_s:
-        fit_callbacks.append(scale.TimeBudget(config.time_budget_s))
+    if config.patience:
+        fit_callbacks.append(EarlyStop(state, config.patience))
+    fit_callbacks.extend(callbacks)
+    budget = None
+    if config.time_budget_s:  # last: it leaves a stop another callback asked for alone
+        budget = scale.TimeBudget(config.time_budget_s, config.time_budget_action, started)
+        fit_callbacks.append(budget)
     with scale.training_scope(config):
         model = build_for_config(config, steps_per_epoch=len(train_data))
         if state.backup:
@@ -409,13 +486,13 @@ def _fit(run, state, config, train, val, verbose, callbacks):
         model.fit(train_data, validation_data=val_data, initial_epoch=state.epochs_done,
                   epochs=config.epochs, callbacks=fit_callbacks, verbose=verbose,
                   shuffle=False)
-    if state.epochs_done < config.epochs:  # the time budget (or a callback) ended it
-        state.stopped_early = True
-        # log.csv says so too: a state rebuilt from the folder does not train on.
-        for row in state.history:
-            row["stopped_early"] = int(row is state.history[-1])
-        run.write_state(state)
-        run.write_log(state.history)
+    if state.epochs_done >= config.epochs:
+        return None
+    if budget and budget.paused_after == state.epochs_done:
+        return budget.paused_after  # a pause: the folder is as a kill between epochs left it
+    # An early stop, the budget with --time-budget-action finish, or a callback: the end.
+    _record_early_stop(run, state)
+    return None
 
 
 def _restore(model, backup):

@@ -31,7 +31,7 @@ $PY -m capslib bench --batch-size 100 --steps $STEPS --sweep $SWEEP --json 2>&1 
 
 echo "== training (time budget ${TRAIN_BUDGET_S}s)"
 $PY -m capslib train --run-dir "$RUN_DIR" --epochs "$EPOCHS" \
-  --time-budget "$TRAIN_BUDGET_S" --verbose 2 $TRAIN_ARGS 2>&1 | tee "$OUT/train.log"
+  --time-budget "$TRAIN_BUDGET_S" --time-budget-action finish --verbose 2 $TRAIN_ARGS 2>&1 | tee "$OUT/train.log"
 status=${PIPESTATUS[0]}
 # Keep what is small enough to come back (the .keras model stays behind).
 for f in metrics.json log.csv learning_curves.png reconstructions.png; do

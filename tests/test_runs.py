@@ -2,6 +2,7 @@
 
 The interruptions of real training jobs are in test_interruptions.py.
 """
+import dataclasses
 import errno
 import gc
 import json
@@ -96,6 +97,7 @@ def test_a_stale_lock_is_taken_over(tmp_path, capsys):
     (["--learning-rate", "-1"], "--learning-rate -1.0: must be > 0 and <= 1"),
     (["--learning-rate", "nan"], "--learning-rate nan: must be > 0"),
     (["--time-budget", "-5"], "--time-budget -5.0: must be > 0"),
+    (["--patience", "0"], "--patience 0: must be >= 1 (leave it out for no early stop)"),
     (["--epochs", "0"], "--epochs 0: must be >= 1"),
     (["--epochs", "-1"], "--epochs -1: must be >= 1"),
     (["--train-limit", "0"], "--train-limit 0: must be >= 1 (leave it out for all images)"),
@@ -373,6 +375,46 @@ def test_an_empty_state_mid_run_is_rebuilt_not_retrained(tmp_path, resumed_at, c
     rebuilt = run.read_state()
     assert rebuilt.best_epoch == 2 and rebuilt.best_val_loss == 0.4
     assert [r["epoch"] for r in rebuilt.history] == [0, 1]
+
+
+# The keys of state.json as the capslib before pausing wrote them (and reads them: it
+# refuses unknown keys). A session with this capslib on a folder a running job of the older
+# one holds (the course model's) must read its state, and write one that job could read.
+STATE_KEYS_BEFORE_PAUSING = {"epochs_done", "backup", "best_epoch", "best_val_loss",
+                             "stopped_early", "history", "sha256", "recipe", "backends"}
+
+
+@pytest.mark.parametrize("extra", [[], ["--time-budget", "600"], ["--patience", "5"],
+                                   ["--time-budget", "60", "--time-budget-action", "finish"]])
+def test_a_folder_written_before_pausing_resumes_with_the_same_command(tmp_path, resumed_at,
+                                                                      extra):
+    run, state = kept_epochs(tmp_path / "run", [0.5, 0.4])
+    new = {"time_budget_action", "patience"}  # the settings added with pausing
+    old_recipe = {k: v for k, v in LONG.to_dict().items() if k not in new}
+    (run.path / "config.json").write_text(json.dumps(old_recipe))
+    saved = json.loads(run.state_path.read_text())
+    saved["recipe"] = old_recipe
+    assert set(saved) == STATE_KEYS_BEFORE_PAUSING
+    run.state_path.write_text(json.dumps(saved))
+    assert "stopped_early" not in read_log(run.log_path)  # as a run without a budget left it
+    with pytest.raises(Resumed):  # the same command (a budget or a patience added or not)
+        main(["train", "--run-dir", str(run.path), *LONG_FLAGS, *extra])
+    assert resumed_at == {"epochs_done": 2, "backup": "backup/epoch-2.keras",
+                          "files": ["epoch-2.keras"]}
+    # What this capslib wrote before training on, the older one reads back.
+    assert set(json.loads(run.state_path.read_text())) == STATE_KEYS_BEFORE_PAUSING
+    assert {f.name for f in dataclasses.fields(RunState)} == STATE_KEYS_BEFORE_PAUSING
+    assert not run.read_state().stopped_early
+
+
+def test_a_paused_folder_rebuilt_from_log_csv_trains_on(tmp_path, resumed_at, capsys):
+    # A pause leaves what a kill between epochs leaves: no stopped_early in log.csv.
+    run, _ = kept_epochs(tmp_path / "run", [0.5, 0.4])
+    run.state_path.write_text("{}")
+    with pytest.raises(Resumed):
+        main(["train", "--run-dir", str(run.path), *LONG_FLAGS, "--time-budget", "600"])
+    assert resumed_at["epochs_done"] == 2
+    assert "training stopped early" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", [
