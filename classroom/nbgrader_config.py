@@ -27,14 +27,16 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "conft
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# A runaway cell (``while True: pass``) is interrupted after 60 s (the
-# environment variable CAPSLIB_GRADE_TIMEOUT changes it) and the notebook goes
-# on, its later cells with 5 s each; only the course's own long cells (tagged
-# "long-running" in ../notebooks, with their source unchanged) get 15 minutes.
-c.Autograde.autograde_preprocessors = [course_hooks.RunawayAwareExecute, IgnorePattern,
+# No student code runs in nbgrader's process: `capsnet-classroom grade` first runs each
+# notebook in its own sandbox (capslib/classroom/sandbox.py: bubblewrap, no network,
+# limits) and decides each graded cell outside it (capslib/classroom/judge.py); nbgrader's
+# Execute step is replaced by ApplySandboxRun, which takes those outputs and verdicts.
+# Time limits (60 s a cell, 15 min for the course's long cells, 5 s after a runaway one)
+# are the grader's (`grade --timeout`, CAPSLIB_GRADE_TIMEOUT).
+c.Autograde.autograde_preprocessors = [course_hooks.ApplySandboxRun, IgnorePattern,
                                        ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
                                        AssignLatePenalties, CheckCellMetadata]
-c.Execute.interrupt_on_timeout = True
+c.ApplySandboxRun.runs_dir = str(Path(__file__).resolve().parent / "sandboxed")
 
 # Locked cells get their original source back (hidden tests included), a
 # deleted check cell comes back, and "checksum has changed" is logged only for

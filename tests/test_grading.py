@@ -124,3 +124,28 @@ def test_course_config_loads_without_errors_or_unrecognised_settings(tmp_path):
     assert "not recognized" not in log, log
     assert "Loaded config file" in log and "classroom/nbgrader_config.py" in log, log[-2000:]
     assert (course / "gradebook.db").exists() and not (tmp_path / "gradebook.db").exists()
+
+
+def test_feedback_removes_recorded_answers_and_any_output_that_quotes_a_hidden_test():
+    from capslib import evidence
+    source = ("checks.check_f(f)\n### BEGIN HIDDEN TESTS\n_x = np.array([0.123456, 7])\n"
+              "_record('ex_f', y=f(_x))\n### END HIDDEN TESTS")
+    nb = from_dict({"cells": [_cell(source, "check", locked=True, grade=True)], "metadata": {
+        "widgets": {"application/vnd.jupyter.widget-state+json": {}}}, "nbformat": 4,
+        "nbformat_minor": 5})
+    cell = nb.cells[0]
+    cell.outputs = [
+        from_dict({"output_type": "stream", "name": "stdout", "text": "✓ f works\n"}),
+        from_dict({"output_type": "stream", "name": "stdout",  # a student's hook printed the cell
+                   "text": "_x = np.array([0.123456, 7])\n"}),
+        from_dict({"output_type": "stream", "name": "stdout", "text": "got 0.123456\n"}),
+        from_dict({"output_type": "display_data", "metadata": {},
+                   "data": {evidence.MIME: "{}", "text/plain": "answers recorded for the grader"}}),
+        from_dict({"output_type": "stream", "name": "stdout", "text": "z" * 2_000_000})]
+    nb, _ = course_hooks.HideHiddenTests().preprocess(nb, {})
+    texts = [o.get("text", "") for o in nb.cells[0].outputs]
+    assert texts[0] == "✓ f works\n"
+    assert not any("0.123456" in t or "answers recorded" in t for t in texts), texts
+    assert any("it showed a hidden test" in t for t in texts)
+    assert any("output cut here" in t for t in texts) and sum(map(len, texts)) < 1_100_000
+    assert "widgets" not in nb.metadata

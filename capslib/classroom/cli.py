@@ -13,6 +13,7 @@ import argparse
 import copy
 import filecmp
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -183,8 +184,25 @@ def execute(names, timeout=None):
         print(f"{path.name:32} executed in {time.perf_counter() - start:6.1f} s", flush=True)
 
 
+def _use_course(argv):
+    """``--course DIR`` (anywhere on the command line): the folders are resolved when the
+    tools are imported, so the command starts again with $CAPSNET_COURSE set."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--course", type=Path)
+    known, rest = pre.parse_known_args(argv)
+    if known.course is None:
+        return
+    os.environ["CAPSNET_COURSE"] = str(known.course.expanduser().resolve())
+    os.execv(sys.executable, [sys.executable, "-m", "capslib.classroom", *rest])
+
+
 def main(argv=None):
+    if argv is None:
+        _use_course(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--course", type=Path, metavar="DIR",
+                        help="the course folder (holding notebooks/ and classroom/); default: "
+                             "this folder or one above it, or $CAPSNET_COURSE")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("student", help="generate the student copies (make student)")
     p.add_argument("--out", type=Path, default=STUDENT)
@@ -202,6 +220,20 @@ def main(argv=None):
     p.add_argument("names", nargs="*", help="notebooks (default: all)")
     p.add_argument("--timeout", type=int, default=None,
                    help="seconds a cell may run (default 60, or $CAPSLIB_GRADE_TIMEOUT)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="notebooks run at once, each in its own sandbox (default: the cores)")
+    p.add_argument("--student", action="append", default=None, metavar="ID",
+                   help="grade only this student (repeat for more)")
+    p.add_argument("--force", action="store_true",
+                   help="grade again submissions that did not change since they were graded")
+    p.add_argument("--memory-mb", type=int, default=2048, help="memory of a sandbox (default 2048)")
+    p.add_argument("--cpu-seconds", type=int, default=1800,
+                   help="CPU time of a notebook's kernel (default 1800)")
+    p.add_argument("--tasks", type=int, default=256,
+                   help="processes and threads in a sandbox (default 256)")
+    p.add_argument("--output-kb", type=int, default=1000, help="output kept per cell (default 1000)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run students' code WITHOUT a sandbox, with your rights (every report says so)")
     p = sub.add_parser("feedback", help="feedback pages without hidden tests")
     p.add_argument("names", nargs="*", help="notebooks (default: all)")
     p = sub.add_parser("export", help="grades.csv: every roster student, 'missing' if nothing came")
@@ -214,6 +246,12 @@ def main(argv=None):
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     # -- end of hand-out and collection --
     args = parser.parse_args(argv)
+    from capslib.classroom.paths import CourseNotFound, require_root
+    try:
+        require_root()
+    except CourseNotFound as e:
+        print(f"capsnet-classroom: {e}", file=sys.stderr)
+        return 2
     if getattr(args, "run", None):  # handout, collect
         return args.run(args)
 
@@ -235,7 +273,19 @@ def main(argv=None):
         from capslib.classroom import grading
         names = args.names or assignments()
         if args.command == "grade":
-            rows = grading.grade(names, timeout=args.timeout)
+            from capslib.classroom.sandbox import Limits, SandboxUnavailable
+            for flag in ("timeout", "jobs", "memory_mb", "cpu_seconds", "tasks", "output_kb"):
+                value = getattr(args, flag)
+                if value is not None and value <= 0:
+                    parser.error(f"--{flag.replace('_', '-')} {value}: give a positive number")
+            limits = Limits(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds, tasks=args.tasks,
+                            output_bytes=args.output_kb * 1000)
+            try:
+                rows = grading.grade(names, timeout=args.timeout, jobs=args.jobs, students=args.student,
+                                     force=args.force, unsafe=args.unsafe_no_sandbox, limits=limits)
+            except SandboxUnavailable as e:
+                print(f"grade: {e}", file=sys.stderr)
+                return 2
             grading.print_report(rows)
             return 1 if any(row["status"] != "graded" for row in rows) else 0
         if args.command == "feedback":

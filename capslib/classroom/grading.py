@@ -14,6 +14,7 @@ Used by ``capsnet-classroom grade|feedback|export`` (see TEACHING.md):
   ``missing`` where nothing was submitted (never a silent 0).
 """
 import ast
+import asyncio
 import csv
 import json
 import os
@@ -24,7 +25,9 @@ import time
 from pathlib import Path
 
 from capslib.classroom.paths import COURSE  # noqa: E402
-from capslib.classroom.export import REPORT  # noqa: E402
+from capslib.classroom.export import REPORT, submission_sha256  # noqa: E402
+
+RUNS = "sandboxed"  # <course>/sandboxed/<student>/<notebook>/: each run, its verdict and logs
 
 # Names whose rebinding by a student's cell can fake a check's verdict.
 _WATCHED_MODULES = {"np", "numpy", "keras", "ops", "checks", "capslib", "math", "builtins",
@@ -181,99 +184,245 @@ def _scores(course_root, name):
     return out
 
 
-def grade(names, course_root=COURSE, timeout=None, log=print):
-    """Autograde each assignment in ``names`` for every collected student.
+def _course_config(course_root):
+    """The course's nbgrader settings (``nbgrader_config.py``), loaded as nbgrader does."""
+    from traitlets.config.loader import PyFileConfigLoader
+    try:
+        return PyFileConfigLoader("nbgrader_config.py", path=str(course_root)).load_config()
+    except Exception as e:  # nbgrader would go on without them: we do not
+        raise RuntimeError(f"{Path(course_root) / 'nbgrader_config.py'} failed to load: {e}") from None
+
+
+def _api(course_root):
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    config = _course_config(course_root)
+    config.CourseDirectory.root = str(course_root)
+    coursedir = CourseDirectory(config=config)
+    return NbGraderAPI(coursedir, config=config), config
+
+
+def _sanitized(course_root, config, name, student):
+    """The submission as nbgrader's autograde sees it before running it: its locked cells
+    restored (a deleted check cell put back), outputs cleared: the course's own
+    ``Autograde.sanitize_preprocessors``, so ``ApplySandboxRun`` finds the same cells."""
+    import nbformat
+    from nbgrader.apps.autogradeapp import Autograde
+    path = Path(course_root) / "submitted" / student / name / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    resources = {"nbgrader": {"notebook": name, "assignment": name, "student": student,
+                              "db_url": f"sqlite:///{Path(course_root) / 'gradebook.db'}"}}
+    for cls in Autograde(config=config).sanitize_preprocessors:
+        nb, resources = cls(config=config).preprocess(nb, resources)
+    return nb
+
+
+def _verdict_path(course_root, student, name):
+    return Path(course_root) / RUNS / student / name / "verdict.json"
+
+
+def _last_verdict(course_root, student, name):
+    try:
+        return json.loads(_verdict_path(course_root, student, name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+async def _run_class(jobs, course_root, config, name, students, expected, limits, unsafe, log):
+    """Phase 1: every student's notebook in its own sandbox, ``jobs`` at a time."""
+    import nbformat
+    from capslib.classroom import judge, runner
+    slots = asyncio.Queue()
+    for slot in range(jobs):
+        slots.put_nowait(slot)
+    done_count = [0]
+    started = time.perf_counter()
+
+    async def one(student):
+        folder = Path(course_root) / RUNS / student / name
+        folder.mkdir(parents=True, exist_ok=True)
+        sha = submission_sha256(course_root, student, name) or ""
+        try:
+            nb = _sanitized(course_root, config, name, student)
+        except Exception as e:  # unreadable JSON, a cell nbgrader cannot read
+            verdict = {"error": f"nbgrader could not read it ({type(e).__name__}: {str(e)[:300]})",
+                       "submitted_sha256": sha}
+            _write_json(folder / "verdict.json", verdict)
+            return
+        slot = await slots.get()
+        try:
+            nb, info = await runner.run_submission(nb, limits, slot=slot, unsafe=unsafe)
+        finally:
+            slots.put_nowait(slot)
+        judged = {}
+        for cell in nb.cells:
+            gid = _meta(cell).get("grade_id")
+            if _meta(cell).get("grade") and cell.cell_type == "code":
+                judged[gid] = judge.judge(gid, cell.get("outputs"), expected[gid]) if gid in expected \
+                    else (False, "no expected answers for this check")
+        (folder / "kernel.log").write_text(info.pop("kernel_log", ""))
+        nbformat.write(nb, folder / f"{name}.ipynb")
+        _write_json(folder / "verdict.json", {**info, "judged": judged, "submitted_sha256": sha,
+                                              "unsafe": unsafe})
+        done_count[0] += 1
+        elapsed = time.perf_counter() - started
+        left = (len(students) - done_count[0]) * elapsed / done_count[0] / 1
+        log(f"  {name}: {student} run in {info['seconds']:.0f} s ({done_count[0]}/{len(students)}, "
+            f"about {left / 60:.0f} min left)")
+
+    await asyncio.gather(*(one(s) for s in students))
+
+
+def _write_json(path, data):
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def grade(names, course_root=COURSE, timeout=None, log=print, jobs=None, students=None,
+          force=False, unsafe=False, limits=None):
+    """Autograde each assignment in ``names`` for the collected students.
+
+    Each notebook runs in its own sandbox (``sandbox.py``), ``jobs`` at a time (default:
+    the machine's cores); the grade of each check cell is decided outside it
+    (``judge.py``); nbgrader then writes the gradebook from those runs, in this process
+    alone. Only submissions that changed since they were last graded are run again,
+    unless ``force``; ``students`` limits it to some. Without a sandbox on this machine it
+    raises ``sandbox.SandboxUnavailable``, unless ``unsafe`` (then every report says so).
 
     Returns the report rows (dicts) also written to ``<course>/grading-report.csv``.
-    A student whose kernel died (or could not be interrupted) is reported and
-    the others are graded; the call never stops at one student.
     """
-    course_root = Path(course_root)
-    env = {"CAPSLIB_PROFILE": os.environ.get("CAPSLIB_PROFILE", "quick")}
-    if timeout is not None:
-        env["CAPSLIB_GRADE_TIMEOUT"] = str(int(timeout))
+    from capslib.classroom import hooks, judge, sandbox
+    course_root = Path(course_root).resolve()
+    if not unsafe:
+        reason = sandbox.check_available()
+        if reason:
+            raise sandbox.SandboxUnavailable(
+                f"{reason}. Students' code is graded only in a sandbox; to run it with your "
+                "rights in this folder anyway, give --unsafe-no-sandbox (every report will say so)")
+    import warnings
+    warnings.filterwarnings("ignore", module="nbgrader")  # SQLAlchemy's notes on nbgrader's sessions
+    limits = limits or sandbox.Limits()
+    limits.cell_seconds = int(timeout) if timeout is not None else hooks.default_timeout()
+    jobs = max(1, int(jobs or os.cpu_count() or 1))
+    api, config = _api(course_root)
     rows = []
     for name in names:
-        students = _students(course_root, name)
-        if not students:
-            log(f"{name}: no submissions collected (run `capsnet-classroom collect` first)")
+        everyone = _students(course_root, name)
+        chosen = [s for s in everyone if not students or s in students]
+        if not chosen:
+            log(f"{name}: no submissions collected" + (f" for {', '.join(students)}" if students else
+                                                       " (run `capsnet-classroom collect` first)"))
             continue
+        teacher = _teacher_notebook(course_root, name)
+        expected = judge.expected_answers(teacher)
+        todo = [s for s in chosen if force or _needs_grading(course_root, s, name)]
         start = time.perf_counter()
-        done = nbgrader("autograde", name, "--force", course_root=course_root, env=env, check=False)
+        if todo:
+            log(f"{name}: running {len(todo)} notebooks in sandboxes, {jobs} at a time "
+                f"({len(chosen) - len(todo)} unchanged since graded)")
+            asyncio.run(_run_class(jobs, course_root, config, name, todo, expected, limits,
+                                   unsafe, log))
+            for student in todo:  # phase 2: the gradebook, written by this process alone
+                verdict = _last_verdict(course_root, student, name) or {}
+                if verdict.get("error"):
+                    continue
+                result = api.autograde(name, student, force=True, create=True)
+                log_path = Path(course_root) / RUNS / student / name / "nbgrader.log"
+                log_path.write_text((result.get("log") or "") + (result.get("error") or ""))
+                if not result.get("success"):
+                    verdict["error"] = "nbgrader could not grade it: see " + str(log_path)
+                    _write_json(_verdict_path(course_root, student, name), verdict)
         seconds = time.perf_counter() - start
-        failed = {student for assignment, student in _FAILED.findall(done.stdout + done.stderr)
-                  if assignment == name}
-        unexpected = done.returncode != 0 and not failed
-        if unexpected:
-            raise RuntimeError(f"nbgrader autograde {name} failed:\n{done.stdout}{done.stderr}")
         scores = _scores(course_root, name)
-        seconds_by_student = _seconds_per_student(course_root, name, students, seconds)
         released = _read(course_root / "release" / name / f"{name}.ipynb")
-        for student in students:
-            submitted_path = course_root / "submitted" / student / name / f"{name}.ipynb"
-            graded_path = course_root / "autograded" / student / name / f"{name}.ipynb"
-            submitted = _read(submitted_path)
-            changes = locked_cell_changes(submitted, released)
-            tampering = submission_tampering(submitted, released)
-            died = student in failed or not graded_path.exists()
-            timeouts = [] if died else timed_out_cells(_read(graded_path))
-            score, max_score = scores.get(student, (None, None))
-            notes = []
-            if died:
-                notes.append("NOT GRADED: the kernel died or could not be stopped "
-                             "(see the autograde log); the notebook needs a look")
-            notes += [f"stopped after the time limit in {where}" for where in timeouts]
-            notes += [f"locked cell {gid} {what} (restored before grading)" for gid, what in changes]
-            notes += [f"possible tampering in {where}: {what}" for where, what in tampering]
-            rows.append({
-                "student_id": student, "assignment": name,
-                "status": "not graded" if died else "graded",
-                "score": "" if died or score is None else f"{score:g}",
-                "max_score": "" if max_score is None else f"{max_score:g}",
-                "seconds": f"{seconds_by_student.get(student, 0):.0f}",
-                "timeouts": len(timeouts), "changed_locked_cells": len(changes),
-                "tampering": len(tampering), "notes": "; ".join(notes),
-            })
-        log(f"{name}: graded {len(students) - len(failed)} of {len(students)} students "
-            f"in {seconds:.0f} s" + (f"; NOT graded: {', '.join(sorted(failed))}" if failed else ""))
+        for student in chosen:
+            rows.append(_report_row(course_root, name, student, released, scores))
+        not_graded = [r["student_id"] for r in rows if r["assignment"] == name and r["status"] != "graded"]
+        log(f"{name}: graded {len(chosen) - len(not_graded)} of {len(chosen)} students in "
+            f"{seconds:.0f} s" + (f"; NOT graded: {', '.join(not_graded)}" if not_graded else ""))
     _write_report(course_root, rows)
     return rows
 
 
-def _seconds_per_student(course_root, name, students, seconds):
-    """Each student's share of one ``autograde`` run: nbgrader grades them one
-    after the other, so the gaps between the graded files' times (a student
-    whose kernel died: the gap before the next file) measure each."""
-    began = time.time() - seconds
-    done = []
-    for student in students:
-        path = Path(course_root) / "autograded" / student / name / f"{name}.ipynb"
-        done.append((path.stat().st_mtime if path.exists() else None, student))
-    finished = sorted(t for t, _ in done if t is not None)
-    out, previous = {}, began
-    for student in students:  # nbgrader's order: sorted by student id
-        t = next((t for t, s in done if s == student), None)
-        if t is None:  # not graded: until the next graded file (or the end)
-            t = next((f for f in finished if f > previous), began + seconds)
-        out[student] = max(0.0, t - previous)
-        previous = t
-    return out
+def _teacher_notebook(course_root, name):
+    """The teacher's executed notebook: the course root's staged source, else notebooks/."""
+    from capslib.classroom.paths import NOTEBOOKS
+    staged = Path(course_root) / "source" / name / f"{name}.ipynb"
+    return staged if staged.is_file() else NOTEBOOKS / f"{name}.ipynb"
+
+
+def _needs_grading(course_root, student, name):
+    verdict = _last_verdict(course_root, student, name)
+    graded = Path(course_root) / "autograded" / student / name / f"{name}.ipynb"
+    return (verdict is None or verdict.get("error") or not graded.exists()
+            or verdict.get("submitted_sha256") != (submission_sha256(course_root, student, name) or ""))
+
+
+def _report_row(course_root, name, student, released, scores):
+    verdict = _last_verdict(course_root, student, name) or {}
+    submitted = _read(Path(course_root) / "submitted" / student / name / f"{name}.ipynb") \
+        if not verdict.get("error", "").startswith("nbgrader could not read") else {"cells": []}
+    changes = locked_cell_changes(submitted, released) if submitted["cells"] else []
+    tampering = submission_tampering(submitted, released) if submitted["cells"] else []
+    score, max_score = scores.get(student, (None, None))
+    notes = []
+    error = verdict.get("error")
+    if error:
+        notes.append(f"NOT GRADED: {error}")
+    if verdict.get("unsafe"):
+        notes.append("NOT SANDBOXED: graded with --unsafe-no-sandbox")
+    died = verdict.get("died")
+    if died:
+        cause = ("the memory limit was reached" if verdict.get("memory_limit_hit") else
+                 "a cell ignored its time limit" if verdict.get("killed_after_limit") else
+                 "the student's code ended it")
+        notes.append(f"the kernel died in {died} ({cause}): later cells did not run")
+    elif verdict.get("memory_limit_hit"):
+        notes.append("the memory limit was reached")
+    notes += [f"stopped after the time limit in {where}" for where in verdict.get("timeouts", [])]
+    notes += [f"output cut in {where} (over the limit)" for where in verdict.get("cut", [])]
+    if verdict.get("leftovers"):
+        notes.append("processes still running at the end (killed): " + ", ".join(verdict["leftovers"]))
+    notes += verdict.get("attempts", [])
+    notes += [f"locked cell {gid} {what} (restored before grading)" for gid, what in changes]
+    notes += [f"possible tampering in {where}: {what}" for where, what in tampering]
+    return {
+        "student_id": student, "assignment": name,
+        "status": "not graded" if error or score is None else "graded",
+        "score": "" if error or score is None else f"{score:g}",
+        "max_score": "" if max_score is None else f"{max_score:g}",
+        "seconds": f"{verdict.get('seconds', 0):.0f}",
+        "timeouts": len(verdict.get("timeouts", [])), "changed_locked_cells": len(changes),
+        "tampering": len(tampering), "attempts": len(verdict.get("attempts", [])),
+        "peak_memory_mb": verdict.get("peak_memory_mb", ""),
+        "sandbox": verdict.get("sandbox", ""),
+        "log": str(Path(course_root) / RUNS / student / name),
+        "submitted_sha256": verdict.get("submitted_sha256", ""),
+        "notes": "; ".join(notes),
+    }
 
 
 def _write_report(course_root, rows):
+    """The report, merged with the rows of students and notebooks not graded this time;
+    written to a temporary file and renamed (a full disk never leaves half a report)."""
     path = Path(course_root) / REPORT
+    new = {(row["student_id"], row["assignment"]) for row in rows}
     old = []
     if path.exists():
-        names = {row["assignment"] for row in rows}
         with open(path, newline="") as f:
-            old = [row for row in csv.DictReader(f) if row["assignment"] not in names]
+            old = [row for row in csv.DictReader(f)
+                   if (row.get("student_id"), row.get("assignment")) not in new]
     fields = ["student_id", "assignment", "status", "score", "max_score", "seconds", "timeouts",
-              "changed_locked_cells", "tampering", "notes"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+              "changed_locked_cells", "tampering", "attempts", "peak_memory_mb", "sandbox", "log",
+              "submitted_sha256", "notes"]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
         writer.writeheader()
         for row in sorted(old + rows, key=lambda r: (r["assignment"], r["student_id"])):
             writer.writerow(row)
+    os.replace(tmp, path)
     return path
 
 
@@ -286,14 +435,28 @@ def print_report(rows, out=print):
             f"{row['notes'] or '-'}")
 
 
-def feedback(names, course_root=COURSE):
-    """``nbgrader generate_feedback`` per assignment; raise if a page holds a hidden test."""
-    course_root = Path(course_root)
+def feedback(names, course_root=COURSE, log=print):
+    """Feedback pages, one student at a time (one unreadable notebook never stops the
+    others), built by nbgrader in this process from the autograded notebooks with the
+    course's ``HideHiddenTests``; raise if any page still holds a hidden-test line."""
+    from nbformat import from_dict
+
+    from capslib.classroom import hooks
+    course_root = Path(course_root).resolve()
+    api, _ = _api(course_root)
     pages = []
     for name in names:
-        nbgrader("generate_feedback", name, "--force", course_root=course_root)
-        pages += sorted((course_root / "feedback").glob(f"*/{name}/*.html"))
-    leaks = [page for page in pages if "HIDDEN TESTS" in page.read_text(errors="replace")]
-    if leaks:
-        raise RuntimeError(f"feedback pages hold hidden tests: {leaks}")
+        teacher = from_dict(_read(_teacher_notebook(course_root, name)))
+        hidden = {line for line in hooks.hidden_lines(teacher) if len(line) > 20}
+        for student in sorted(p.parent.name for p in (course_root / "autograded").glob(f"*/{name}")):
+            result = api.generate_feedback(name, student, force=True)
+            if not result.get("success"):
+                why = (result.get("error") or result.get("log") or "?").strip().splitlines()[-1:]
+                log(f"{name}: no feedback page for {student}: {why[0] if why else '?'}")
+                continue
+            for page in sorted((course_root / "feedback" / student / name).glob("*.html")):
+                text = page.read_text(errors="replace")
+                if "HIDDEN TESTS" in text or any(line in text for line in hidden):
+                    raise RuntimeError(f"{page} holds a hidden test: not sent")
+                pages.append(page)
     return pages

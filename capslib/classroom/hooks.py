@@ -5,12 +5,14 @@
   seconds (60 by default) and grading goes on; only the course's own long
   cells (tagged ``long-running`` in ``../notebooks``, source unchanged) get
   ``LONG_CELL_TIMEOUT``.
-- ``RunawayAwareExecute``: nbgrader's ``Execute`` with those limits; after
-  a cell of a notebook hit its limit, the notebook's other cells get
-  ``AFTER_TIMEOUT`` seconds, so one runaway loop costs about a minute, not a
-  minute for every cell that calls the looping function.
-- ``HideHiddenTests``: a feedback preprocessor that removes the hidden tests
-  from every cell and replaces the traceback of a failed check by its message.
+- after a cell of a notebook hit its limit, the notebook's other cells get
+  ``AFTER_TIMEOUT`` seconds (``runner.SandboxedClient``), so one runaway loop costs
+  about a minute, not a minute for every cell that calls the looping function.
+- ``ApplySandboxRun``: nbgrader's Execute step, replaced by the outputs of the
+  sandboxed run and the verdicts decided outside it.
+- ``HideHiddenTests``: a feedback preprocessor that removes the hidden tests, the
+  recorded answers and any output quoting a hidden test, and replaces the
+  traceback of a failed check by its message.
 - ``OverwriteLockedCells``: nbgrader's ``OverwriteCells`` (locked cells get
   their original source back, hidden tests included), warning "checksum has
   changed" only for a cell the student really changed: a check cell handed out
@@ -21,7 +23,8 @@ import os
 from functools import lru_cache
 
 from nbgrader.api import MissingEntry
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells
+from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
+from traitlets import Unicode
 
 from capslib.classroom.paths import NOTEBOOKS  # noqa: E402
 DEFAULT_TIMEOUT = 60
@@ -73,24 +76,6 @@ def cell_timeout(cell):
     return default_timeout()
 
 
-class RunawayAwareExecute(Execute):
-    """``Execute`` whose time limit drops to ``AFTER_TIMEOUT`` after a runaway cell."""
-
-    def preprocess(self, nb, resources=None, km=None):
-        self.timeouts_hit = 0
-        return super().preprocess(nb, resources, km=km)
-
-    def _get_timeout(self, cell):
-        seconds = cell_timeout(cell) if cell is not None else default_timeout()
-        if getattr(self, "timeouts_hit", 0) and _source(cell or {}).strip() not in long_running_sources():
-            return min(seconds, AFTER_TIMEOUT)
-        return seconds
-
-    async def _async_handle_timeout(self, timeout, cell=None):
-        self.timeouts_hit = getattr(self, "timeouts_hit", 0) + 1
-        return await super()._async_handle_timeout(timeout, cell)
-
-
 def strip_hidden_tests(source):
     """The source without its hidden-test region (markers included)."""
     kept, hidden = [], False
@@ -104,22 +89,129 @@ def strip_hidden_tests(source):
     return "\n".join(kept).rstrip("\n")
 
 
+def hidden_lines(nb):
+    """The lines of every hidden-test region of ``nb`` worth looking for in an output
+    (stripped, longer than 12 characters), and each region's longer number literals."""
+    import re
+    lines = set()
+    for cell in nb.cells:
+        source = _source(cell)
+        if BEGIN_HIDDEN not in source:
+            continue
+        inside = source.split(BEGIN_HIDDEN, 1)[1].split(END_HIDDEN, 1)[0]
+        for line in inside.splitlines():
+            line = line.strip()
+            if len(line) > 12 and not line.startswith("#"):
+                lines.add(line)
+            lines.update(re.findall(r"\d+\.\d{3,}", line))
+    return lines
+
+
+def _output_text(output):
+    parts = [output.get("text", ""), output.get("evalue", ""), *output.get("traceback", [])]
+    for value in output.get("data", {}).values():
+        parts.append(value if isinstance(value, str) else "".join(value) if isinstance(
+            value, list) else "")
+    return "".join("".join(p) if isinstance(p, list) else str(p) for p in parts)
+
+
 class HideHiddenTests(NbGraderPreprocessor):
-    """Feedback without hidden tests: their lines are removed from every cell,
-    and an error in a graded cell is shown as its message alone (a traceback
-    would quote the hidden test's source)."""
+    """Feedback that cannot leak, built by the trusted side from the autograded notebook.
+
+    - the hidden-test region is removed from every cell's source;
+    - the answers recorded for the grader (``capslib.evidence``) are removed;
+    - any output that quotes a line (or a longer number) of a hidden test is replaced by a
+      note, whatever printed it: found by content, not by marker strings;
+    - an error in a graded cell is shown as its message alone (a traceback quotes source);
+    - outputs are cut to ``output_bytes`` per cell with a note;
+    - notebook-level widget state (Colab saves it, nbconvert cannot always read it) is dropped.
+    """
+    output_bytes = 1_000_000
+    _hidden = frozenset()
+
+    def preprocess(self, nb, resources):
+        self._hidden = hidden_lines(nb)
+        nb.metadata.pop("widgets", None)
+        return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell, resources, index):
+        from capslib.evidence import MIME
+        from nbformat.v4 import new_output
         if cell.cell_type != "code":
             return cell, resources
         had_hidden = BEGIN_HIDDEN in cell.source
         cell.source = strip_hidden_tests(cell.source)
-        if had_hidden or cell.metadata.get("nbgrader", {}).get("grade"):
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "error":
-                    message = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".rstrip(": ")
-                    output["traceback"] = [message]
+        kept, size, removed, cut = [], 0, False, False
+        for output in cell.get("outputs", []):
+            if MIME in output.get("data", {}):
+                continue
+            if output.get("output_type") == "error" and (
+                    had_hidden or cell.metadata.get("nbgrader", {}).get("grade")):
+                message = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".rstrip(": ")
+                output["traceback"] = [message]
+            text = _output_text(output)
+            if any(line in text for line in self._hidden):
+                removed = True
+                continue
+            size += len(text)
+            if size > self.output_bytes:
+                cut = True
+                break
+            kept.append(output)
+        if removed:
+            kept.append(new_output("stream", name="stderr",
+                                   text="[an output was removed here: it showed a hidden test]\n"))
+        if cut:
+            kept.append(new_output("stream", name="stderr", text=(
+                f"[output cut here: more than {self.output_bytes // 1000} kB]\n")))
+        cell.outputs = kept
         return cell, resources
+
+
+class ApplySandboxRun(NbGraderPreprocessor):
+    """nbgrader's Execute, replaced: the outputs come from the sandboxed run the trusted
+    grader made (``capslib.classroom.runner``), and each graded cell passes or fails as
+    ``capslib.classroom.judge`` decided outside the kernel. No student code runs here.
+
+    Reads ``<runs_dir>/<student>/<assignment>/<notebook>.ipynb`` and ``verdict.json``;
+    raises when the run is missing or its cells differ from the notebook being graded.
+    """
+    runs_dir = Unicode("", help="Folder of the sandboxed runs (the grader writes them)").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        import json as _json
+        from pathlib import Path as _Path
+
+        import nbformat
+        info = resources["nbgrader"]
+        folder = _Path(self.runs_dir) / info["student"] / info["assignment"]
+        try:
+            run = nbformat.read(folder / f"{info['notebook']}.ipynb", as_version=4)
+            verdict = _json.loads((folder / "verdict.json").read_text())
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"no sandboxed run of {info['student']}/{info['assignment']} "
+                               f"({e}): grade with `capsnet-classroom grade`") from None
+        if [c.source for c in run.cells] != [c.source for c in nb.cells]:
+            raise RuntimeError(f"the sandboxed run of {info['student']}/{info['assignment']} is not "
+                               "of this notebook: grade it again")
+        judged = verdict.get("judged", {})
+        from nbformat.v4 import new_output
+        for cell, done in zip(nb.cells, run.cells):
+            if cell.cell_type != "code":
+                continue
+            cell.outputs = done.outputs
+            cell.execution_count = done.get("execution_count")
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if not cell.metadata.get("nbgrader", {}).get("grade"):
+                continue
+            passed, reason = judged.get(grade_id, (False, "not run"))
+            errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+            if passed:
+                cell.outputs = [o for o in cell.outputs if o.get("output_type") != "error"]
+            elif not errors:
+                cell.outputs.append(new_output("error", ename="HiddenTestFailed", evalue=reason,
+                                               traceback=[f"HiddenTestFailed: {reason}"]))
+        return nb, resources
 
 
 class OverwriteLockedCells(OverwriteCells):
