@@ -14,8 +14,9 @@ import sys
 
 from capslib import _startup
 
-_command = sys.orig_argv[1:3] if hasattr(sys, "orig_argv") else []
-if sys.argv[:1] == ["-m"] and _command[:2] == ["-m", "capslib"]:  # `python -m capslib`: a command starts
+# `python -m capslib.classroom` (the teacher's tools) is not the training command.
+_submodule = any(a.startswith("capslib.") for a in getattr(sys, "orig_argv", [])[1:3])
+if sys.argv[:1] == ["-m"] and not _submodule:  # `python -m capslib`: a command starts
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported below
     _startup.install()

@@ -115,3 +115,35 @@ def test_without_data_one_line_says_the_fix(installed, tmp_path):
     assert kind == "FileNotFoundError"
     assert str(bare / "results" / "routing-class" / "results.json") in message
     assert "python -m capslib experiment" in message
+
+
+def _classroom(target, cwd, *args, env_extra=None):
+    """``capsnet-classroom`` as the wheel installed it (its console script)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CAPSNET_COURSE", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
+    if importlib.util.find_spec("jax"):
+        env["KERAS_BACKEND"] = "jax"
+    return _run([str(target / "bin" / "capsnet-classroom"), *args], cwd=cwd, env=env)
+
+
+def test_the_classroom_commands_run_from_an_installed_course(installed, tmp_path):
+    """A teacher's copy of the course folder, the tools from the installed wheel: found from
+    the folder or from --course; anywhere else, one line and exit 2."""
+    course = tmp_path / "my-course"
+    for name in ("notebooks", "student"):
+        shutil.copytree(ROOT / name, course / name)
+    (course / "classroom").mkdir()
+    shutil.copy(ROOT / "classroom" / "nbgrader_config.py", course / "classroom")
+    done = _classroom(installed, course / "notebooks", "export")
+    assert done.returncode == 0 and (course / "classroom" / "grades.csv").is_file(), \
+        done.stdout + done.stderr
+    (course / "classroom" / "grades.csv").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _classroom(installed, elsewhere, "--course", str(course), "export")
+    assert done.returncode == 0 and (course / "classroom" / "grades.csv").is_file(), \
+        done.stdout + done.stderr
+    assert not (elsewhere / "grades.csv").exists()
+    done = _classroom(installed, elsewhere, "grade")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert [line for line in done.stderr.splitlines() if "no course folder" in line], done.stderr
