@@ -102,6 +102,8 @@ def main(argv=None):
     p_ship.add_argument("--out", default=None, help="default data/capsnet-fashion-mnist")
     p_ship.add_argument("--command-used", default=None,
                         help="the train command of the run, for the model card")
+    p_ship.add_argument("--force", action="store_true",
+                        help="replace a shipped model whose validation accuracy is higher")
     p_ship.add_argument("--data-dir")
     p_exp = sub.add_parser(
         "experiment", parents=[common],
@@ -198,7 +200,9 @@ def _run(args):
     if args.command == "ship":
         from capslib import pretrained
         out = args.out or pretrained.SHIPPED_DIR
-        metrics = pretrained.ship_run(args.run_dir, out, args.command_used, args.data_dir)
+        # Built beside ``out``, verified, then put in place in one rename (never half a model).
+        metrics = pretrained.ship_run(args.run_dir, out, args.command_used, args.data_dir,
+                                      force=args.force)
         print(f"shipped {args.run_dir} to {out}: validation {metrics['val_accuracy']:.2%}, "
               f"test {metrics['test_accuracy']:.2%} (once, {metrics['n_test']:,} images), "
               f"float16 weights {metrics['shipped_weights']['test_accuracy']:.2%} (all "

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent  # the environment running the tests
 NAME = "capsnet-student"
 STUDENT_NOTEBOOKS = sorted(p.name for p in (ROOT / "student").glob("*.ipynb"))
+MANIFEST = ".capsnet-handout.json"  # the build's record of what it wrote: not zipped, not committed
 TOP_LEVEL = {".git", ".gitignore", "Makefile", "README.md", "capslib", "constraints.txt", "data",
-             "environment.yml", "jupyter", "notebooks", "pyproject.toml", "results"}
+             "environment.yml", "jupyter", "notebooks", "pyproject.toml", "results", MANIFEST}
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS")
 BINARY = {".gz", ".npz", ".png", ".keras", ".h5", ".zip"}
 
@@ -139,7 +140,8 @@ def test_the_bundle_holds_what_students_need_and_nothing_of_the_teachers(bundle)
     for sub in ("capslib", "data", "results"):  # whole, as a clean checkout has them
         listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", sub],
                                 cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
-        expected = {name for name in listed if name and (ROOT / name).is_file()}
+        expected = {name for name in listed if name and (ROOT / name).is_file()
+                    and not name.startswith("capslib/classroom/")}  # the teacher's tools stay out
         got = {p.relative_to(folder).as_posix() for p in (folder / sub).rglob("*") if p.is_file()}
         assert got == expected and got, sub
     assert (folder / "results" / "routing-class" / "results.json").is_file()  # notebook 08 reads it
@@ -154,7 +156,7 @@ def test_the_bundle_holds_what_students_need_and_nothing_of_the_teachers(bundle)
     with zipfile.ZipFile(zip_path) as zf:
         names = {n for n in zf.namelist() if not n.endswith("/")}
     files = {f"{NAME}/{p.relative_to(folder).as_posix()}" for p in folder.rglob("*")
-             if p.is_file() and ".git" not in p.relative_to(folder).parts}
+             if p.is_file() and ".git" not in p.relative_to(folder).parts and p.name != MANIFEST}
     assert names == files
 
 
@@ -188,7 +190,9 @@ def test_the_git_option_commits_the_bundle_alone_on_main(bundle):
     assert git("status", "--porcelain") == ""
     tracked = set(git("ls-files").splitlines())
     assert tracked == {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.is_file() and ".git" not in p.relative_to(folder).parts}
+                       if p.is_file() and ".git" not in p.relative_to(folder).parts
+                       and p.name != MANIFEST}
+    assert git("rev-parse", "--show-toplevel").strip() == str(folder.resolve())
 
 
 def test_a_new_hand_out_is_a_new_commit_on_the_same_history(bundle, tmp_path):
@@ -359,3 +363,202 @@ def test_the_build_refuses_a_bundle_with_a_solution_marker(tmp_path):
     (tmp_path / "notebooks" / "x.ipynb").write_text('{"source": "### BEGIN SOLUTION"}')
     with pytest.raises(SystemExit, match="BEGIN SOLUTION"):
         handout.check_no_answers(tmp_path)
+
+
+# -- a build never loses or leaks (a previous hand-out, a teacher's folder, kills) --------------
+
+def tiny_course(root):
+    """A checkout with one file in each folder the hand-out copies (not a git repository: the
+    build lists every file)."""
+    for name, text in {"capslib/__init__.py": "# capslib\n", "data/a.txt": "data\n",
+                       "results/r.json": "{}\n", "pyproject.toml": "[project]\n",
+                       "constraints.txt": "\n", "README.md": "# course\n"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "student").mkdir()
+    (root / "student" / "01_data.ipynb").write_text(json.dumps(
+        {"cells": [{"cell_type": "markdown", "source": ["# 01 data"]}]}))
+    return root
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under ``folder`` (.git included)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
+            if p.is_file()}
+
+
+def handout_git(folder, *args):
+    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
+
+
+def test_a_folder_the_build_did_not_make_is_never_replaced_without_force(tmp_path):
+    from capslib.classroom import handout
+    course, out = tiny_course(tmp_path / "course"), tmp_path / "out"
+    folder = out / NAME
+    folder.mkdir(parents=True)
+    (folder / "my-notes.md").write_text("a teacher's notes\n")
+    before = snapshot(out)
+    with pytest.raises(handout.HandoutError, match=f"{MANIFEST}.*--force"):
+        handout.build(out, root=course)
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == [NAME]
+    handout.build(out, root=course, force=True)
+    assert not (folder / "my-notes.md").exists() and handout.not_a_handout(folder) is None
+    handout.build(out, root=course)  # a previous hand-out, whole: replaced without --force
+    # A file the build did not make, or one changed since, in a previous hand-out: refused too.
+    (folder / ".venv").mkdir()
+    (folder / ".venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    with pytest.raises(handout.HandoutError, match=r"files the build did not make \(\.venv/pyvenv\.cfg\)"):
+        handout.build(out, root=course)
+    shutil.rmtree(folder / ".venv")
+    (folder / "notebooks" / "01_data.ipynb").write_text("{}")
+    with pytest.raises(handout.HandoutError, match=r"changed since it was built \(notebooks/01_data"):
+        handout.build(out, root=course)
+    assert (folder / "notebooks" / "01_data.ipynb").read_text() == "{}"
+    # A zip there that is not a hand-out's: refused as well.
+    handout.build(out, root=course, force=True)
+    (out / f"{NAME}.zip").write_bytes(b"my own zip")
+    with pytest.raises(handout.HandoutError, match=r"capsnet-student.zip is not a zip"):
+        handout.build(out, root=course)
+    assert (out / f"{NAME}.zip").read_bytes() == b"my own zip"
+    assert sorted(p.name for p in out.iterdir()) == [NAME, f"{NAME}.zip"]  # no temporary left
+
+
+def test_the_command_refuses_in_one_line_with_exit_2(tmp_path):
+    out = tmp_path / "out"
+    (out / NAME).mkdir(parents=True)
+    (out / NAME / "keep.txt").write_text("mine\n")
+    done = subprocess.run([sys.executable, "-m", "capslib.classroom", "handout", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("handout:")]
+    assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+    assert str(out / NAME) in lines[0] and "--force" in lines[0]
+    assert (out / NAME / "keep.txt").read_text() == "mine\n"
+
+
+def test_push_checks_the_repository_is_the_hand_outs_own(tmp_path):
+    from capslib.classroom import handout
+    course, out = tiny_course(tmp_path / "course"), tmp_path / "teacher" / "build"
+    teacher = tmp_path / "teacher"  # the teacher's repository holds the build folder
+    out.mkdir(parents=True)
+    assert handout_git(teacher, "init", "-q").returncode == 0
+    remote = tmp_path / "remote.git"
+    assert handout_git(tmp_path, "init", "-q", "--bare", str(remote)).returncode == 0
+    folder, _ = handout.build(out, root=course)  # no --git: git -C folder is the teacher's
+    assert not handout.owns_its_git(folder)
+    with pytest.raises(handout.HandoutError, match=f"repository of {teacher}.*nothing pushed"):
+        handout.push(folder, str(remote))
+    with pytest.raises(handout.HandoutError, match="no hand-out here"):
+        handout.push(out / "elsewhere", str(remote))
+    handout.build(out, root=course, git=True)
+    assert handout.owns_its_git(folder)
+    (folder / "README.md").write_text("edited by hand\n")  # not what the build committed
+    with pytest.raises(handout.HandoutError, match="changed since it was built"):
+        handout.push(folder, str(remote))
+    handout.build(out, root=course, git=True, force=True)
+    assert handout.push(folder, str(remote), branch="student") == 0
+    pushed = handout_git(remote, "ls-tree", "-r", "--name-only", "student").stdout.split()
+    assert "notebooks/01_data.ipynb" in pushed and MANIFEST not in pushed
+    assert handout_git(remote, "branch", "--list").stdout.split() == ["student"]
+
+
+def test_a_replacement_killed_between_its_two_renames_is_undone_next_time(tmp_path, monkeypatch):
+    """Where one atomic exchange is not available: old aside, new in place; a kill in
+    between leaves the old one aside, and the next build puts it back first."""
+    from capslib import swap
+    from capslib.classroom import handout
+    course, out = tiny_course(tmp_path / "course"), tmp_path / "out"
+    folder, _ = handout.build(out, root=course)
+    monkeypatch.setattr(swap, "exchange", lambda a, b: False)
+    handout.build(out, root=course)  # the fallback path, whole
+    assert handout.not_a_handout(folder) is None
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = out / f".{NAME}.old-{dead.pid}-x"
+    os.rename(folder, aside)  # as a kill between the two renames leaves it
+    (out / f".{NAME}.build-{dead.pid}-y").mkdir()  # and a killed build's folder
+    assert swap.clean_stale(folder) == [f"restored {aside.name}", f"removed .{NAME}.build-{dead.pid}-y"]
+    assert handout.not_a_handout(folder) is None
+    assert sorted(p.name for p in out.iterdir()) == [NAME, f"{NAME}.zip"]
+
+
+def _wait_for(predicate, proc, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.heavy
+def test_a_git_build_killed_at_any_moment_leaves_a_whole_hand_out_with_its_own_git(bundle, tmp_path):
+    """SIGTERM and SIGKILL after 0.2, 0.5, 1 and 2 s (importing), and at each step of the
+    build (copying, committing, zipping, about to rename): afterwards the old hand-out or the
+    new one is in place, whole, and `git -C DIR rev-parse --show-toplevel` is DIR itself, so
+    the push command can never push the teacher's repository."""
+    from capslib.classroom import handout
+    _, _, checkout = bundle
+    out = tmp_path / "out"
+    folder = out / NAME
+    command = [sys.executable, "-m", "capslib.classroom", "handout", "--out", str(out), "--git"]
+    subprocess.run(command, cwd=checkout, capture_output=True, check=True, timeout=300)
+    first = handout_git(folder, "rev-parse", "HEAD").stdout.strip()
+    init = checkout / "capslib" / "__init__.py"
+    original = init.read_text()
+
+    def building():
+        return [p for p in out.iterdir() if p.name.startswith(f".{NAME}.build-")]
+
+    def step(name):
+        def reached():
+            return any(name(p / NAME) for p in building())
+        return reached
+
+    def zip_done():  # the zip written: the exchange, then the old hand-out's removal
+        state = {"zipping": False}
+
+        def reached():
+            zipping = any((p / f"{NAME}.zip.tmp").exists() for p in building())
+            state["zipping"] |= zipping
+            return state["zipping"] and not zipping
+        return reached
+
+    moments = [("after", 0.2), ("after", 0.5), ("after", 1.0), ("after", 2.0),
+               ("copying", step(lambda new: (new / "data").is_dir())),
+               ("git", step(lambda new: (new / ".git").is_dir())),
+               ("zipping", lambda: any((p / f"{NAME}.zip.tmp").exists() for p in building())),
+               ("renaming", None)]
+    seen = []
+    try:
+        for i, (sig, (what, when)) in enumerate(
+                [(s, m) for s in (signal.SIGTERM, signal.SIGKILL) for m in moments]):
+            init.write_text(original + f"# build {i}\n")  # each build a new commit
+            proc = subprocess.Popen(command, cwd=checkout, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            if what == "after":
+                time.sleep(when)
+                hit = proc.poll() is None
+            else:
+                hit = _wait_for(when or zip_done(), proc)
+            if hit:
+                os.kill(proc.pid, sig)
+            _, err = proc.communicate(timeout=300)
+            seen.append((sig.name, what, hit, proc.returncode))
+            if sig == signal.SIGTERM and hit and what != "after":
+                assert proc.returncode == 143, err  # the build's own handler: temporary removed
+                assert not building(), [p.name for p in building()]
+            # Whole, with its own repository, committed: the old hand-out or a new one.
+            assert handout.not_a_handout(folder) is None, (sig.name, what)
+            assert os.path.realpath(handout.git_toplevel(folder)) == os.path.realpath(folder)
+            assert handout_git(folder, "status", "--porcelain").stdout == "", (sig.name, what)
+            log = handout_git(folder, "log", "--format=%H").stdout.split()
+            assert log[-1] == first, (sig.name, what)
+    finally:
+        init.write_text(original)
+    assert all(hit for _, what, hit, _ in seen if what != "after"), seen  # every step was reached
+    # The next build goes on: what killed builds left is removed, the history kept.
+    subprocess.run(command, cwd=checkout, capture_output=True, check=True, timeout=300)
+    assert sorted(p.name for p in out.iterdir()) == [NAME, f"{NAME}.zip"]
+    log = handout_git(folder, "log", "--format=%H").stdout.split()
+    assert log[-1] == first and handout.not_a_handout(folder) is None
+    print(seen)

@@ -31,11 +31,24 @@ hidden-test marker.
 
 ``--git`` commits the bundle folder on ``main`` of a git repository of its own (made by the
 first such build; later builds keep its history and add a commit when something changed, so
-pushes are plain updates; the zip leaves ``.git`` out). Push it as the students' repository,
-``git -C build/handout/capsnet-student push <students' repository URL> main``, or as a
-student-only branch of this repository,
-``git -C build/handout/capsnet-student push "$PWD" main:student`` (a branch with no common
-history with the teacher's: ``git push origin student`` publishes it).
+pushes are plain updates; the zip leaves ``.git`` out). Push it with
+
+    capsnet-classroom handout --push <students' repository URL>
+    capsnet-classroom handout --push "$PWD" --branch student    # a student-only branch here
+
+which first checks that ``git -C build/handout/capsnet-student`` is the hand-out's own
+repository (``rev-parse --show-toplevel`` is the folder itself), committed and whole: a bare
+``git -C DIR push`` in a folder without its own ``.git`` would push the repository above it,
+the teacher's, answers included. (The student-only branch has no common history with the
+teacher's: ``git push origin student`` publishes it.)
+
+A build never loses or leaks: the bundle, its ``.git`` included, is built in a hidden folder
+beside the target and exchanged with the previous hand-out in one rename, the old one removed
+after (``capslib.swap``): a build killed at any moment (SIGTERM, SIGKILL) leaves the previous
+hand-out, or the new one, whole, with its own ``.git``. The folder records what it holds in
+``.capsnet-handout.json`` (not zipped, not committed); a folder there that is not a previous
+hand-out (no such record, files the build did not make, files changed since) is not replaced
+without ``--force`` (one line, exit 2).
 """
 import argparse
 import json
@@ -197,8 +210,10 @@ def source_files(root=ROOT):
         names = [n for n in done.stdout.decode().split("\0") if n]
     except (OSError, subprocess.CalledProcessError):
         names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    from capslib.swap import is_temporary  # a build or ship under way (or killed)
     return sorted(n for n in set(names) if (root / n).is_file()
-                  and not SKIPPED_PARTS.intersection(n.split("/")))
+                  and not SKIPPED_PARTS.intersection(n.split("/"))
+                  and not any(is_temporary(part) for part in n.split("/")))
 
 
 def bundle_plan(root=ROOT):
@@ -273,12 +288,13 @@ def check_no_answers(folder):
 
 
 def write_zip(folder, zip_path):
-    """Zip ``folder`` (as its own top folder, without .git); compressed files are stored."""
+    """Zip ``folder`` (as its own top folder, without .git and the build's MANIFEST);
+    compressed files are stored."""
     folder, tmp = Path(folder), Path(zip_path).with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w") as zf:
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(folder)
-            if ".git" in rel.parts or not path.is_file():
+            if ".git" in rel.parts or rel.as_posix() == MANIFEST or not path.is_file():
                 continue
             method = zipfile.ZIP_STORED if path.suffix in STORED_SUFFIXES else zipfile.ZIP_DEFLATED
             zf.write(path, f"{folder.name}/{rel.as_posix()}", compress_type=method)
@@ -293,6 +309,11 @@ def git_commit(folder):
     if not (Path(folder) / ".git").is_dir():
         git("init", "-q")
         git("symbolic-ref", "HEAD", "refs/heads/main")
+    exclude = Path(folder) / ".git" / "info" / "exclude"  # the build's record stays local
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    if f"/{MANIFEST}" not in (exclude.read_text().splitlines() if exclude.is_file() else []):
+        with open(exclude, "a") as f:
+            f.write(f"/{MANIFEST}\n")
     git("add", "-A")
     has_head = git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
     if has_head and git("diff", "--cached", "--quiet", check=False).returncode == 0:
@@ -305,37 +326,161 @@ def git_commit(folder):
     return git("rev-parse", "HEAD").stdout.strip()
 
 
-def build(out=DEFAULT_OUT, name=NAME, git=False, root=ROOT):
+# -- a build never loses or leaks ------------------------------------------------------------
+# The bundle is built in a hidden folder beside the target (``.capsnet-student.build-PID-*``),
+# its git repository included, and exchanged with the previous hand-out in one rename
+# (capslib.swap): a kill at any moment leaves the old hand-out or the new one, whole, each
+# with its own .git when it was built with --git. The folder a build writes records its files
+# in MANIFEST; a folder without it, or with files the build did not make or changed, is not
+# replaced without --force.
+
+MANIFEST = ".capsnet-handout.json"
+
+
+class HandoutError(Exception):
+    """A hand-out that is not replaced or pushed (one line: what and what to do)."""
+
+
+def _sha256(path):
+    from capslib.data import file_sha256
+    return file_sha256(path)
+
+
+def _bundle_files(folder):
+    """Paths (relative, POSIX) of the files in ``folder``, less .git and MANIFEST."""
+    folder = Path(folder)
+    out = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if rel.parts[0] == ".git" or rel.as_posix() == MANIFEST:
+            continue
+        if path.is_file() or path.is_symlink():
+            out.append(rel.as_posix())
+    return sorted(out)
+
+
+def write_manifest(folder, name=NAME):
+    """Record the files of a freshly built ``folder`` (name and SHA-256 of each)."""
+    files = {rel: _sha256(Path(folder) / rel) for rel in _bundle_files(folder)}
+    (Path(folder) / MANIFEST).write_text(json.dumps({"handout": name, "files": files}, indent=1) + "\n")
+
+
+def not_a_handout(folder):
+    """Why ``folder`` is not a whole hand-out as the build left it (None: it is)."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return "is not a folder" if not folder.is_symlink() else "is a link"
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text())["files"]
+        assert isinstance(recorded, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return f"has no {MANIFEST}: it was not made by the hand-out build"
+    present = _bundle_files(folder)
+    extra = [rel for rel in present if rel not in recorded]
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        return f"holds files the build did not make ({', '.join(extra[:3])}{more})"
+    changed = [rel for rel in present if _sha256(folder / rel) != recorded[rel]]
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return f"has files changed since it was built ({', '.join(changed[:3])}{more})"
+    missing = [rel for rel in recorded if rel not in present]
+    if missing:
+        return f"lacks files the build made ({', '.join(missing[:3])})"
+    return None
+
+
+def not_a_handout_zip(zip_path, name=NAME):
+    """Why ``zip_path`` is not a hand-out zip (None: it is one: one top folder ``name/``)."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return "is not a zip archive"
+    if not names or any(not n.startswith(f"{name}/") for n in names):
+        return f"holds more than the folder {name}/"
+    return None
+
+
+def git_toplevel(folder):
+    """The top folder of the git repository ``git -C folder`` works in ('' if none)."""
+    done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def owns_its_git(folder):
+    """Whether ``git -C folder`` works in a repository of ``folder``'s own (not one above it)."""
+    top = git_toplevel(folder)
+    return bool(top) and os.path.realpath(top) == os.path.realpath(folder)
+
+
+def build(out=DEFAULT_OUT, name=NAME, git=False, root=ROOT, force=False):
     """Write ``out/name/`` and ``out/name.zip``; return both paths.
 
-    The folder is rebuilt from scratch, except its ``.git`` (from an earlier ``--git``): it
-    is kept, so that ``--git`` adds a commit to the same history, which pushes as an update."""
+    The bundle is built from scratch in a temporary folder beside ``out/name`` and put in
+    place only when whole (its repository committed, with ``git``). The ``.git`` of the
+    previous hand-out is carried over (copied), so that ``--git`` adds a commit to the
+    same history, which pushes as an update. A folder (or zip) there that the build did not
+    make is refused (``HandoutError``) unless ``force``."""
+    from capslib import swap
     out = Path(out).resolve()
     folder, zip_path = out / name, out / f"{name}.zip"
-    kept_git = out / f".{name}.git"  # the history, while the folder is rebuilt
     plan = bundle_plan(root)
-    if (folder / ".git").is_dir():
-        shutil.rmtree(kept_git, ignore_errors=True)
-        shutil.move(folder / ".git", kept_git)
-    shutil.rmtree(folder, ignore_errors=True)
-    zip_path.unlink(missing_ok=True)
+    if out.exists() and not out.is_dir():
+        raise HandoutError(f"--out {out}: is a file; give a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    swap.clean_stale(folder)
+    if not force:
+        if os.path.lexists(folder) and (why := not_a_handout(folder)):
+            raise HandoutError(f"{folder} {why}; move it away or pass --force to replace it")
+        if os.path.lexists(zip_path) and (why := not_a_handout_zip(zip_path, name)):
+            raise HandoutError(f"{zip_path} {why}; move it away or pass --force to replace it")
+    work = swap.temp_sibling(folder, "build")
     try:
+        new = work / name
         for dst, src in plan.items():
-            (folder / dst).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, folder / dst)
+            (new / dst).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, new / dst)
         for dst, text in generated_files(plan, root).items():
-            (folder / dst).parent.mkdir(parents=True, exist_ok=True)
-            (folder / dst).write_text(text)
-        check_no_answers(folder)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # the history waits in kept_git
-        raise
-    if kept_git.is_dir():
-        shutil.move(kept_git, folder / ".git")
-    write_zip(folder, zip_path)
-    if git:
-        git_commit(folder)
+            (new / dst).parent.mkdir(parents=True, exist_ok=True)
+            (new / dst).write_text(text)
+        check_no_answers(new)
+        write_manifest(new, name)
+        if (folder / ".git").is_dir() and owns_its_git(folder):
+            shutil.copytree(folder / ".git", new / ".git", symlinks=True)
+        if git:
+            git_commit(new)
+        write_zip(new, work / f"{name}.zip")
+        swap.replace_folder(new, folder)
+        os.replace(work / f"{name}.zip", zip_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the old hand-out, or the unfinished new one
     return folder, zip_path
+
+
+def push(folder, remote, branch="main"):
+    """Push the hand-out's own repository (branch ``main``) to ``remote``'s ``branch``,
+    after checking that ``git -C folder`` is that repository, not one above it."""
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise HandoutError(f"{folder}: no hand-out here; build it with capsnet-classroom handout --git")
+    if not owns_its_git(folder):
+        top = git_toplevel(folder)
+        where = f"git there is the repository of {top}" if top else "it is no git repository"
+        raise HandoutError(f"{folder}: {where}, not the hand-out's own; nothing pushed: build it "
+                           "with capsnet-classroom handout --git")
+    if why := not_a_handout(folder):
+        raise HandoutError(f"{folder} {why}; nothing pushed: build it again with "
+                           "capsnet-classroom handout --git (--force to replace it)")
+    status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain"],
+                            capture_output=True, text=True)
+    head = subprocess.run(["git", "-C", str(folder), "rev-parse", "--abbrev-ref", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    if status.returncode or status.stdout.strip() or head != "main":
+        raise HandoutError(f"{folder}: its repository is not the build committed on main; "
+                           "nothing pushed: run capsnet-classroom handout --git first")
+    return subprocess.run(["git", "-C", str(folder), "push", remote, f"main:{branch}"]).returncode
 
 
 def add_arguments(parser):
@@ -344,19 +489,56 @@ def add_arguments(parser):
                         help=f"folder for the bundle and its zip (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--git", action="store_true",
                         help="also commit the bundle folder on main of a git repository of its own")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a folder or zip there that an earlier build did not make "
+                             "(or that was changed since)")
+    parser.add_argument("--push", metavar="REMOTE",
+                        help="push the hand-out's own repository (main) to REMOTE, a URL or "
+                             "path, after checking it is the hand-out's (alone: no build)")
+    parser.add_argument("--branch", default="main",
+                        help="with --push: the branch written at REMOTE (default main)")
     parser.set_defaults(run=run)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the build's temporary folder is removed."""
+
+
+def _stop_on_sigterm(signum, frame):
+    raise _Terminated
+
+
 def run(args):
-    """Build the hand-out and say where it is."""
-    folder, zip_path = build(args.out, git=args.git)
-    n = len(list((folder / NOTEBOOK_FOLDER).glob("*.ipynb")))
-    size = zip_path.stat().st_size / 2**20
-    shown = [p.relative_to(ROOT) if p.is_relative_to(ROOT) else p for p in (folder, zip_path)]
-    print(f"wrote {shown[0]}/ ({n} notebooks) and {shown[1]} ({size:.0f} MiB)")
-    if args.git:
-        print(f"committed on branch main of {shown[0]}/.git; push it with "
-              f"git -C {shown[0]} push <students' repository URL> main")
+    """Build the hand-out (and push it) and say where it is."""
+    import signal
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    shown = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p  # noqa: E731
+    try:
+        folder = Path(args.out).resolve() / NAME
+        if args.git or not args.push:
+            folder, zip_path = build(args.out, git=args.git, force=args.force)
+            n = len(list((folder / NOTEBOOK_FOLDER).glob("*.ipynb")))
+            size = zip_path.stat().st_size / 2**20
+            print(f"wrote {shown(folder)}/ ({n} notebooks) and {shown(zip_path)} ({size:.0f} MiB)")
+            if args.git and not args.push:
+                print(f"committed on branch main of {shown(folder)}/.git; push it with "
+                      f"capsnet-classroom handout --push <students' repository URL>"
+                      + ("" if args.out == DEFAULT_OUT else f" --out {args.out}"))
+        if args.push:
+            code = push(folder, args.push, args.branch)
+            if code:
+                print(f"handout: git push to {args.push} failed (exit {code}); nothing else changed",
+                      file=sys.stderr)
+                return 1
+            print(f"pushed {shown(folder)} (main) to {args.push} ({args.branch})")
+    except HandoutError as e:
+        print(f"handout: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print("\nhandout: stopped; the hand-out in place, if any, is whole", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
