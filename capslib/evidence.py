@@ -56,8 +56,11 @@ def read(outputs):
         if text is None:
             continue
         try:
-            payload = json.loads("".join(text) if isinstance(text, list) else text)
-        except (TypeError, ValueError):
+            text = "".join(text) if isinstance(text, list) else text
+            if not isinstance(text, str) or len(text) > 2_000_000:
+                raise ValueError("not a record")
+            payload = json.loads(text)
+        except (TypeError, ValueError, RecursionError):
             found.append({"exercise": None, "answers": {}, "unreadable": True})
             continue
         if isinstance(payload, dict):

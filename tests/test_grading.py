@@ -126,26 +126,37 @@ def test_course_config_loads_without_errors_or_unrecognised_settings(tmp_path):
     assert (course / "gradebook.db").exists() and not (tmp_path / "gradebook.db").exists()
 
 
-def test_feedback_removes_recorded_answers_and_any_output_that_quotes_a_hidden_test():
+def test_feedback_shows_a_graded_cell_only_as_its_check_said_it():
     from capslib import evidence
     source = ("checks.check_f(f)\n### BEGIN HIDDEN TESTS\n_x = np.array([0.123456, 7])\n"
               "_record('ex_f', y=f(_x))\n### END HIDDEN TESTS")
-    nb = from_dict({"cells": [_cell(source, "check", locked=True, grade=True)], "metadata": {
-        "widgets": {"application/vnd.jupyter.widget-state+json": {}}}, "nbformat": 4,
-        "nbformat_minor": 5})
-    cell = nb.cells[0]
-    cell.outputs = [
-        from_dict({"output_type": "stream", "name": "stdout", "text": "✓ f works\n"}),
-        from_dict({"output_type": "stream", "name": "stdout",  # a student's hook printed the cell
-                   "text": "_x = np.array([0.123456, 7])\n"}),
-        from_dict({"output_type": "stream", "name": "stdout", "text": "got 0.123456\n"}),
+    nb = from_dict({"cells": [_cell(source, "check", locked=True, grade=True), _cell("print(1)")],
+                    "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {}}},
+                    "nbformat": 4, "nbformat_minor": 5})
+    nb.cells[0].outputs = [
+        from_dict({"output_type": "stream", "name": "stdout", "text": "✓ f works\nAll 1 checks passed.\n"}),
+        from_dict({"output_type": "stream", "name": "stdout",  # a student's hook, disguised
+                   "text": "X1819hbnAuYXJyYXko\n"}),
         from_dict({"output_type": "display_data", "metadata": {},
                    "data": {evidence.MIME: "{}", "text/plain": "answers recorded for the grader"}}),
+        from_dict({"output_type": "display_data", "metadata": {},
+                   "data": {"text/html": "<script>alert(1)</script>", "text/plain": "<HTML>"}})]
+    nb.cells[1].outputs = [  # a student's own cell: hidden lines and active content go, the rest stays
+        from_dict({"output_type": "stream", "name": "stdout", "text": "_x = np.array([0.123456, 7])\n"}),
+        from_dict({"output_type": "display_data", "metadata": {},
+                   "data": {"application/javascript": "alert(1)"}}),
         from_dict({"output_type": "stream", "name": "stdout", "text": "z" * 2_000_000})]
     nb, _ = course_hooks.HideHiddenTests().preprocess(nb, {})
-    texts = [o.get("text", "") for o in nb.cells[0].outputs]
-    assert texts[0] == "✓ f works\n"
-    assert not any("0.123456" in t or "answers recorded" in t for t in texts), texts
-    assert any("it showed a hidden test" in t for t in texts)
+    assert [o.get("text") for o in nb.cells[0].outputs] == ["✓ f works\nAll 1 checks passed.\n"]
+    texts = [o.get("text", "") for o in nb.cells[1].outputs]
+    assert not any("0.123456" in t for t in texts) and any("it showed a hidden test" in t for t in texts)
     assert any("output cut here" in t for t in texts) and sum(map(len, texts)) < 1_100_000
+    assert not any("application/javascript" in o.get("data", {}) for o in nb.cells[1].outputs)
     assert "widgets" not in nb.metadata
+
+
+def test_tampering_sees_aliases_rebound_names_and_library_copies():
+    found = grading.tamper_findings("class checks:\n    pass\nimport capslib.evidence as ev\n"
+                                    "ev.record = print\nfrom capslib.ops import squash")
+    assert found == ["imports squash from capslib.ops (the course's own implementation)",
+                     "rebinds checks (a name the check cells use)", "replaces ev.record"]

@@ -232,6 +232,8 @@ def main(argv=None):
     p.add_argument("--tasks", type=int, default=256,
                    help="processes and threads in a sandbox (default 256)")
     p.add_argument("--output-kb", type=int, default=1000, help="output kept per cell (default 1000)")
+    p.add_argument("--notebook-seconds", type=int, default=1800,
+                   help="wall clock for a whole notebook (default 1800)")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run students' code WITHOUT a sandbox, with your rights (every report says so)")
     p = sub.add_parser("feedback", help="feedback pages without hidden tests")
@@ -274,12 +276,13 @@ def main(argv=None):
         names = args.names or assignments()
         if args.command == "grade":
             from capslib.classroom.sandbox import Limits, SandboxUnavailable
-            for flag in ("timeout", "jobs", "memory_mb", "cpu_seconds", "tasks", "output_kb"):
+            for flag in ("timeout", "jobs", "memory_mb", "cpu_seconds", "tasks", "output_kb",
+                         "notebook_seconds"):
                 value = getattr(args, flag)
                 if value is not None and value <= 0:
                     parser.error(f"--{flag.replace('_', '-')} {value}: give a positive number")
             limits = Limits(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds, tasks=args.tasks,
-                            output_bytes=args.output_kb * 1000)
+                            output_bytes=args.output_kb * 1000, notebook_seconds=args.notebook_seconds)
             try:
                 rows = grading.grade(names, timeout=args.timeout, jobs=args.jobs, students=args.student,
                                      force=args.force, unsafe=args.unsafe_no_sandbox, limits=limits)

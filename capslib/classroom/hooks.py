@@ -20,6 +20,7 @@
 """
 import json
 import os
+import re
 from functools import lru_cache
 
 from nbgrader.api import MissingEntry
@@ -115,11 +116,51 @@ def _output_text(output):
     return "".join("".join(p) if isinstance(p, list) else str(p) for p in parts)
 
 
+# Output types a student's code could use to run script in the teacher's browser (the
+# formgrader, a feedback page) or to hide text from the filters below.
+ACTIVE = ("text/html", "application/javascript", "image/svg+xml", "text/markdown", "text/latex")
+_CHECK_LINE = re.compile(r"^(✓ .*|All \d+ checks? passed\.?)$")
+
+
+def inert(outputs):
+    """``outputs`` without active content: HTML, JavaScript, SVG, Markdown and LaTeX are
+    dropped (their text/plain form is kept); an output left with nothing is dropped."""
+    kept = []
+    for output in outputs:
+        data = output.get("data")
+        if data is not None:
+            for mime in ACTIVE:
+                data.pop(mime, None)
+            if not data:
+                continue
+        kept.append(output)
+    return kept
+
+
+def check_lines(outputs):
+    """Of a graded cell's outputs, what the visible check says: its ✓ lines, its summary
+    and the error's message. Anything else there was printed by the student's code while
+    the hidden test ran (it may show hidden inputs, in any disguise)."""
+    from nbformat.v4 import new_output
+    lines, kept = [], []
+    for output in outputs:
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            text = output.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            lines += [line for line in text.splitlines() if _CHECK_LINE.match(line)]
+        elif output.get("output_type") == "error":
+            kept.append(output)
+    head = [new_output("stream", name="stdout", text="\n".join(lines) + "\n")] if lines else []
+    return head + kept
+
+
 class HideHiddenTests(NbGraderPreprocessor):
     """Feedback that cannot leak, built by the trusted side from the autograded notebook.
 
     - the hidden-test region is removed from every cell's source;
-    - the answers recorded for the grader (``capslib.evidence``) are removed;
+    - a graded cell shows only what its visible check said (``check_lines``): anything a
+      student's code printed while the hidden test ran is dropped, the recorded answers too;
+    - active content (HTML, JavaScript, SVG) is dropped (``inert``);
     - any output that quotes a line (or a longer number) of a hidden test is replaced by a
       note, whatever printed it: found by content, not by marker strings;
     - an error in a graded cell is shown as its message alone (a traceback quotes source);
@@ -141,8 +182,11 @@ class HideHiddenTests(NbGraderPreprocessor):
             return cell, resources
         had_hidden = BEGIN_HIDDEN in cell.source
         cell.source = strip_hidden_tests(cell.source)
+        outputs = inert(cell.get("outputs", []))
+        if had_hidden or cell.metadata.get("nbgrader", {}).get("grade"):
+            outputs = check_lines(outputs)
         kept, size, removed, cut = [], 0, False, False
-        for output in cell.get("outputs", []):
+        for output in outputs:
             if MIME in output.get("data", {}):
                 continue
             if output.get("output_type") == "error" and (
@@ -199,7 +243,7 @@ class ApplySandboxRun(NbGraderPreprocessor):
         for cell, done in zip(nb.cells, run.cells):
             if cell.cell_type != "code":
                 continue
-            cell.outputs = done.outputs
+            cell.outputs = inert(done.outputs)  # the formgrader shows them in the teacher's browser
             cell.execution_count = done.get("execution_count")
             grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
             if not cell.metadata.get("nbgrader", {}).get("grade"):

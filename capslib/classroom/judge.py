@@ -56,7 +56,10 @@ def _compare(got, want, tol, where):
     if not isinstance(got, dict) or set(got) != set(want):
         return f"{where}: not the kind of answer expected"
     if "values" in want:
-        if _squeeze(got.get("shape", [])) != _squeeze(want["shape"]):
+        shape = got.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(n, int) for n in shape):
+            return f"{where}: not the kind of answer expected"
+        if _squeeze(shape) != _squeeze(want["shape"]):
             return f"{where}: shape {tuple(got.get('shape', []))} instead of {tuple(want['shape'])}"
         values = got.get("values")
         if not isinstance(values, list) or len(values) != len(want["values"]):
@@ -66,7 +69,7 @@ def _compare(got, want, tol, where):
                 if g is not w:
                     return f"{where}: {'not finite' if g is None else 'finite where NaN expected'}"
                 continue
-            if not isinstance(g, (int, float)) or not abs(g - w) <= tol:
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not abs(float(g) - w) <= tol:
                 return f"{where}: wrong values"
         return None
     if "text" in want:
@@ -95,7 +98,15 @@ def judge(grade_id, outputs, expected):
 
     ``outputs``: that cell's outputs (as the trusted runner captured them);
     ``expected``: ``expected_answers(...)[grade_id]``. The reason is empty when passed.
+    A record of any other form (a student's forgery) fails the cell; it never raises.
     """
+    try:
+        return _judge(grade_id, outputs, expected)
+    except Exception as e:  # RecursionError, OverflowError, TypeError from a forged record
+        return False, f"unreadable answers ({type(e).__name__})"
+
+
+def _judge(grade_id, outputs, expected):
     exercise = grade_id.removesuffix("_check")
     records = evidence.read(outputs)
     if not records:

@@ -37,8 +37,8 @@ def _audit_hook(log_path, allowed):
             path = os.path.abspath(os.fsdecode(path))
         except (TypeError, ValueError):
             return None
-        if os.path.join(path, "").startswith(quiet):
-            return None
+        if os.path.join(path, "").startswith(quiet) or "/__pycache__/" in path:
+            return None  # the system's own files; compiled-code caches Python probes anywhere
         if not os.path.join(path, "").startswith(allowed):
             return path
         parts = path.split(os.sep)

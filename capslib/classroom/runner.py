@@ -29,20 +29,28 @@ def _label(cell, index):
 class SandboxedClient(NotebookClient):
     """nbclient with the course's per-cell limits, an output cap, and the sandbox's report."""
 
-    def __init__(self, nb, km, sandbox, limits, **kw):
+    def __init__(self, nb, km, sandbox, limits, long_sources=frozenset(), **kw):
         super().__init__(nb, km=km, timeout=limits.cell_seconds, interrupt_on_timeout=True,
                          allow_errors=True, kernel_name="python3", shutdown_kernel="immediate",
                          startup_timeout=120, iopub_timeout=10, **kw)
-        self.sandbox, self.limits = sandbox, limits
+        self.sandbox, self.limits, self.long_sources = sandbox, limits, long_sources
         self.timeouts, self.cut = [], []
         self.current = None  # (cell index, started, limit) of the cell running now
         self.last = None  # index of the last cell sent to the kernel
         self._bytes = {}
         self.timeout_func = self._cell_limit
 
+    def _update_display_id(self, display_id, msg):
+        # update_display_data replaces an earlier output: capped like any other output.
+        if len(json.dumps(msg.get("content", {}))) > self.limits.output_bytes:
+            note = f"[output cut: an update of more than {self.limits.output_bytes // 1000} kB]"
+            msg = {**msg, "content": {**msg["content"], "data": {"text/plain": note}}}
+            self.cut.append(self.last)
+        return super()._update_display_id(display_id, msg)
+
     def _cell_limit(self, cell):
         source = hooks._source(cell).strip()
-        if source in hooks.long_running_sources():
+        if source in self.long_sources:
             return max(hooks.LONG_CELL_TIMEOUT, self.limits.cell_seconds)
         seconds = self.limits.cell_seconds
         return min(seconds, hooks.AFTER_TIMEOUT) if self.timeouts else seconds
@@ -79,9 +87,15 @@ def _note(text):
 
 
 async def _guard(client, sandbox, km):
-    """Kill the sandbox when a cell ignores its interrupt (the kernel then counts as dead)."""
+    """Kill the sandbox when a cell ignores its interrupt, or when the whole notebook has run
+    longer than its limit (the kernel then counts as dead)."""
+    started = time.monotonic()
     while True:
         await asyncio.sleep(0.5)
+        if time.monotonic() - started > client.limits.notebook_seconds:
+            sandbox.verdict["notebook_time_limit"] = client.limits.notebook_seconds
+            sandbox.kill(sandbox.processes(km))
+            return
         if client.current:
             index, started, limit = client.current
             if time.monotonic() - started > limit + GRACE_SECONDS:
@@ -90,9 +104,10 @@ async def _guard(client, sandbox, km):
                 return
 
 
-async def run_submission(nb, limits, slot=0, course_root=None, unsafe=False):
+async def run_submission(nb, limits, slot=0, course_root=None, unsafe=False, long_sources=frozenset()):
     """Execute ``nb`` (nbformat, locked cells restored) in a fresh sandbox.
 
+    ``long_sources``: sources of the assignment's own long cells (15 minutes each).
     Returns ``(nb, info)``: the notebook with its outputs and a dict: ``died`` (None or the
     cell where the kernel died), ``timeouts``, ``cut`` (cells whose output was cut), and
     the sandbox's verdict (``memory_limit_hit``, ``peak_memory_mb``, ``leftovers``,
@@ -100,7 +115,7 @@ async def run_submission(nb, limits, slot=0, course_root=None, unsafe=False):
     """
     sandbox = Sandbox(limits, slot=slot, course_root=course_root, unsafe=unsafe)
     km = sandbox.kernel_manager()
-    client = SandboxedClient(nb, km, sandbox, limits,
+    client = SandboxedClient(nb, km, sandbox, limits, long_sources=long_sources,
                              resources={"metadata": {"path": str(sandbox.work if unsafe else sandbox.dir)}})
     started = time.monotonic()
     tasks = [asyncio.ensure_future(sandbox.watch(km)), asyncio.ensure_future(_guard(client, sandbox, km))]
