@@ -70,7 +70,7 @@ def attacks(course):
         "installer": {"ex2_1_count_primary_capsules": (
             "get_ipython().run_line_magic('pip', 'install --no-input capsnet-not-a-package')\n"
             "def count_primary_capsules(height, width):\n    return 1152")},
-        # a memory hog (3 GB against a 2 GB limit)
+        # a memory hog (3 GB against the 2 GB limit this class is graded with)
         "hog": {"ex2_2_squash": "hog = bytearray(3 * 1024**3)\n" + SQUASH},
         # a 50 MB print
         "printer": {"ex2_2_squash": "print('y' * 50_000_000)\n" + SQUASH},
@@ -132,7 +132,8 @@ def attacked_class(tmp_path_factory):
     before_submitted = _tree_digest(course / "submitted")
     before_source = _tree_digest(course / "source")
     start = time.perf_counter()
-    rows = grading.grade([NAME], course_root=course, jobs=2)
+    # 02 needs about 1 GB: a 2 GB limit makes the 3 GB hog hit it (the default is 6 GB).
+    rows = grading.grade([NAME], course_root=course, jobs=2, limits=sandbox.Limits(memory_mb=2048))
     seconds = time.perf_counter() - start
     grading.print_report(rows)
     gradebook_after_grading = hashlib.sha256((course / "gradebook.db").read_bytes()).hexdigest()

@@ -226,7 +226,7 @@ def main(argv=None):
                    help="grade only this student (repeat for more)")
     p.add_argument("--force", action="store_true",
                    help="grade again submissions that did not change since they were graded")
-    p.add_argument("--memory-mb", type=int, default=2048, help="memory of a sandbox (default 2048)")
+    p.add_argument("--memory-mb", type=int, default=6144, help="memory of a sandbox (default 6144)")
     p.add_argument("--cpu-seconds", type=int, default=1800,
                    help="CPU time of a notebook's kernel (default 1800)")
     p.add_argument("--tasks", type=int, default=256,
