@@ -160,3 +160,19 @@ def test_tampering_sees_aliases_rebound_names_and_library_copies():
                                     "ev.record = print\nfrom capslib.ops import squash")
     assert found == ["imports squash from capslib.ops (the course's own implementation)",
                      "rebinds checks (a name the check cells use)", "replaces ev.record"]
+
+
+def test_the_longest_notebooks_are_run_first(tmp_path):
+    """One pool of jobs for the whole class: a notebook that trains starts before the short
+    ones (else it runs alone at the end, the other jobs idle); a re-grade uses the last time."""
+    def teacher(long_cells):
+        return {"cells": [{"cell_type": "code", "source": f"train({k})",
+                           "metadata": {"tags": [course_hooks.LONG_TAG]}} for k in range(long_cells)]
+                + [{"cell_type": "code", "source": "x = 1", "metadata": {}}]}
+    short = grading._expected_seconds(tmp_path, "02_primary_capsules", "ana", teacher(0))
+    trains = grading._expected_seconds(tmp_path, "08_does_routing_help", "ana", teacher(2))
+    assert trains > short
+    verdict = grading._verdict_path(tmp_path, "ana", "02_primary_capsules")
+    verdict.parent.mkdir(parents=True)
+    grading._write_json(verdict, {"seconds": 400.0})
+    assert grading._expected_seconds(tmp_path, "02_primary_capsules", "ana", teacher(0)) == 400.0

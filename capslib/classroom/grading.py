@@ -243,36 +243,50 @@ def _last_verdict(course_root, student, name):
         return None
 
 
-async def _run_class(jobs, course_root, config, name, students, expected, limits, unsafe, log):
-    """Phase 1: every student's notebook in its own sandbox, ``jobs`` at a time."""
+def _long_sources(teacher):
+    from capslib.classroom import hooks
+    return frozenset(hooks._source(c).strip() for c in teacher["cells"]
+                     if hooks.LONG_TAG in c.get("metadata", {}).get("tags", []))
+
+
+def _expected_seconds(course_root, name, student, teacher):
+    """A guess of one run's time, to start the longest first: the last run's, or the
+    assignment's long-running cells (they train models) counted as a minute each."""
+    last = _last_verdict(course_root, student, name) or {}
+    if isinstance(last.get("seconds"), (int, float)):
+        return float(last["seconds"])
+    return 10.0 + 60.0 * len(_long_sources(teacher))
+
+
+async def _run_submissions(jobs, course_root, config, work, limits, unsafe, log):
+    """Phase 1: every (assignment, student) of ``work`` in its own sandbox, ``jobs`` at
+    a time, across assignments, so that a long notebook never leaves a job idle."""
     import nbformat
-    from capslib.classroom import hooks, judge, runner
-    teacher = _read(_teacher_notebook(course_root, name))
-    long_sources = frozenset(hooks._source(c).strip() for c in teacher["cells"]
-                             if hooks.LONG_TAG in c.get("metadata", {}).get("tags", []))
+    from capslib.classroom import judge, runner
     slots = asyncio.Queue()
     for slot in range(jobs):
         slots.put_nowait(slot)
     done_count = [0]
     started = time.perf_counter()
 
-    async def one(student):
+    async def one(name, student, expected, long_sources):
         folder = Path(course_root) / RUNS / student / name
         folder.mkdir(parents=True, exist_ok=True)
         sha = submission_sha256(course_root, student, name) or ""
-        try:
-            nb = _sanitized(course_root, config, name, student)
-        except Exception as e:  # unreadable JSON, a cell nbgrader cannot read
-            verdict = {"error": f"nbgrader could not read it ({type(e).__name__}: {str(e)[:300]})",
-                       "submitted_sha256": sha}
-            _write_json(folder / "verdict.json", verdict)
-            return
         slot = await slots.get()
         try:
+            try:
+                nb = _sanitized(course_root, config, name, student)
+            except Exception as e:  # unreadable JSON, a cell nbgrader cannot read
+                _write_json(folder / "verdict.json",
+                            {"error": f"nbgrader could not read it ({type(e).__name__}: "
+                                      f"{str(e)[:300]})", "submitted_sha256": sha})
+                return
             nb, info = await runner.run_submission(nb, limits, slot=slot, unsafe=unsafe,
                                                    long_sources=long_sources)
         finally:
             slots.put_nowait(slot)
+            done_count[0] += 1
         judged = {}
         for cell in nb.cells:
             gid = _meta(cell).get("grade_id")
@@ -283,13 +297,12 @@ async def _run_class(jobs, course_root, config, name, students, expected, limits
         nbformat.write(nb, folder / f"{name}.ipynb")
         _write_json(folder / "verdict.json", {**info, "judged": judged, "submitted_sha256": sha,
                                               "unsafe": unsafe})
-        done_count[0] += 1
         elapsed = time.perf_counter() - started
-        left = (len(students) - done_count[0]) * elapsed / done_count[0] / 1
-        log(f"  {name}: {student} run in {info['seconds']:.0f} s ({done_count[0]}/{len(students)}, "
+        left = (len(work) - done_count[0]) * elapsed / done_count[0]
+        log(f"  {name}: {student} run in {info['seconds']:.0f} s ({done_count[0]}/{len(work)}, "
             f"about {left / 60:.0f} min left)")
 
-    await asyncio.gather(*(one(s) for s in students))
+    await asyncio.gather(*(one(*item) for item in work))
 
 
 def _write_json(path, data):
@@ -325,7 +338,7 @@ def grade(names, course_root=COURSE, timeout=None, log=print, jobs=None, student
     limits.cell_seconds = int(timeout) if timeout is not None else hooks.default_timeout()
     jobs = max(1, int(jobs or os.cpu_count() or 1))
     api, config = _api(course_root)
-    rows = []
+    plan, work = [], []
     for name in names:
         everyone = _students(course_root, name)
         chosen = [s for s in everyone if not students or s in students]
@@ -333,26 +346,33 @@ def grade(names, course_root=COURSE, timeout=None, log=print, jobs=None, student
             log(f"{name}: no submissions collected" + (f" for {', '.join(students)}" if students else
                                                        " (run `capsnet-classroom collect` first)"))
             continue
-        teacher = _teacher_notebook(course_root, name)
+        teacher = _read(_teacher_notebook(course_root, name))
         expected = judge.expected_answers(teacher)
         todo = [s for s in chosen if force or _needs_grading(course_root, s, name)]
+        plan.append((name, chosen, todo))
+        long_sources = _long_sources(teacher)
+        work += [(_expected_seconds(course_root, name, s, teacher), name, s, expected, long_sources)
+                 for s in todo]
+    unchanged = sum(len(chosen) - len(todo) for _, chosen, todo in plan)
+    if work:
+        log(f"running {len(work)} notebooks in sandboxes, {jobs} at a time, the longest first"
+            + (f" ({unchanged} unchanged since graded)" if unchanged else ""))
+        work.sort(key=lambda item: -item[0])  # stable: assignments, then students, in order
+        asyncio.run(_run_submissions(jobs, course_root, config, [item[1:] for item in work],
+                                     limits, unsafe, log))
+    rows = []
+    for name, chosen, todo in plan:
         start = time.perf_counter()
-        if todo:
-            log(f"{name}: running {len(todo)} notebooks in sandboxes, {jobs} at a time "
-                f"({len(chosen) - len(todo)} unchanged since graded)")
-            asyncio.run(_run_class(jobs, course_root, config, name, todo, expected, limits,
-                                   unsafe, log))
-            for student in todo:  # phase 2: the gradebook, written by this process alone
-                verdict = _last_verdict(course_root, student, name) or {}
-                if verdict.get("error"):
-                    continue
-                result = api.autograde(name, student, force=True, create=True)
-                log_path = Path(course_root) / RUNS / student / name / "nbgrader.log"
-                log_path.write_text((result.get("log") or "") + (result.get("error") or ""))
-                if not result.get("success"):
-                    verdict["error"] = "nbgrader could not grade it: see " + str(log_path)
-                    _write_json(_verdict_path(course_root, student, name), verdict)
-        seconds = time.perf_counter() - start
+        for student in todo:  # phase 2: the gradebook, written by this process alone
+            verdict = _last_verdict(course_root, student, name) or {}
+            if verdict.get("error"):
+                continue
+            result = api.autograde(name, student, force=True, create=True)
+            log_path = Path(course_root) / RUNS / student / name / "nbgrader.log"
+            log_path.write_text((result.get("log") or "") + (result.get("error") or ""))
+            if not result.get("success"):
+                verdict["error"] = "nbgrader could not grade it: see " + str(log_path)
+                _write_json(_verdict_path(course_root, student, name), verdict)
         scores = _scores(course_root, name)
         released = _read(course_root / "release" / name / f"{name}.ipynb")
         for student in chosen:
@@ -364,8 +384,10 @@ def grade(names, course_root=COURSE, timeout=None, log=print, jobs=None, student
                              "notes": f"NOT GRADED: its report could not be made "
                                       f"({type(e).__name__}: {str(e)[:200]})"})
         not_graded = [r["student_id"] for r in rows if r["assignment"] == name and r["status"] != "graded"]
-        log(f"{name}: graded {len(chosen) - len(not_graded)} of {len(chosen)} students in "
-            f"{seconds:.0f} s" + (f"; NOT graded: {', '.join(not_graded)}" if not_graded else ""))
+        log(f"{name}: graded {len(chosen) - len(not_graded)} of {len(chosen)} students "
+            f"({len(todo)} run, {len(chosen) - len(todo)} unchanged; gradebook written in "
+            f"{time.perf_counter() - start:.0f} s)"
+            + (f"; NOT graded: {', '.join(not_graded)}" if not_graded else ""))
     _write_report(course_root, rows)
     return rows
 
