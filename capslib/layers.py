@@ -92,7 +92,7 @@ class DigitCapsules(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Length(keras.layers.Layer):
-    """Capsule lengths (batch, n_caps, dims) -> (batch, n_caps): class probabilities."""
+    """Capsule lengths (batch, n_caps, dims) -> (batch, n_caps): class scores in [0, 1)."""
 
     def call(self, inputs):
         return safe_norm(inputs, axis=-1)

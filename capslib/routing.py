@@ -3,7 +3,9 @@
 Gradient choice: the logits b are updated from ``stop_gradient(u_hat)`` in the
 inner iterations, so back-propagation sees the final coupling coefficients as
 constants and flows only through the last weighted sum ``s = sum_i c_ij u_hat``.
-The paper leaves this open; this is what most re-implementations do. It is
+The paper leaves this open; this is the choice of the widely copied Keras
+implementation (X. Guo's CapsNet-Keras), while the authors' own code
+(Sarasra/models, research/capsules) back-propagates through every round. It is
 faster than back-propagating through every iteration
 (``stop_inner_gradients=False``): notebook 03 (section 5) times one gradient
 of the routing both ways on the machine it runs on. Whether the two train

@@ -337,6 +337,115 @@ def plot_routing_rounds(couplings, title=None):
     return fig
 
 
+# The CapsNet drawn as boxes: (name, column, row, title, details). Columns 0-4 from the
+# left, rows 0-2 from the top; row 0 runs left to right, rows 1 and 2 right to left.
+_ARCHITECTURE = (
+    ("image", 0, 0, "image", "28×28×1"),
+    ("conv1", 1, 0, "conv1", "256 filters 9×9, ReLU\n→ 20×20×256"),
+    ("primary", 2, 0, "primary capsules", "9×9 conv, stride 2\n→ 1152 capsules of 8D"),
+    ("predictions", 3, 0, "predictions û", "û = W u, one 16×8 W\nper pair → 1152×10×16"),
+    ("routing", 4, 0, "routing", "by agreement, 3 rounds\ncouplings c: 1152×10"),
+    ("class_capsules", 4, 1, "class capsules", "10 capsules of 16D\n(poses)"),
+    ("lengths", 3, 1, "lengths", "10 class scores in [0, 1)\n(not summing to 1)"),
+    ("margin_loss", 2, 1, "margin loss", "true class ≥ 0.9,\nothers ≤ 0.1"),
+    ("mask", 4, 2, "mask", "keep 1 capsule (label,\nor the longest) → 160"),
+    ("decoder", 3, 2, "decoder", "dense 512 → 1024 → 784"),
+    ("reconstruction", 2, 2, "reconstruction", "28×28 = 784 pixels\n(0.0005 × squared error)"),
+)
+# (from, to): the arrows between the boxes.
+_ARROWS = (
+    ("image", "conv1"), ("conv1", "primary"), ("primary", "predictions"),
+    ("predictions", "routing"), ("routing", "class_capsules"),
+    ("class_capsules", "lengths"), ("lengths", "margin_loss"),
+    ("class_capsules", "mask"), ("mask", "decoder"), ("decoder", "reconstruction"),
+)
+ARCHITECTURE_PARTS = tuple(part[0] for part in _ARCHITECTURE)
+HIGHLIGHT_COLOR = "#f4a259"  # the part at hand (orange)
+_PLAIN_COLOR = "#eeeeee"  # every other part (light grey)
+
+
+def architecture_diagram(highlight=None, ax=None, title=None):
+    """The CapsNet of this course as a block diagram, the part at hand highlighted.
+
+    Boxes from the image to the class capsules (conv1, 1152 primary capsules of 8D,
+    the predictions û (1152×10×16), routing by agreement (3 rounds), 10 class capsules
+    of 16D), then the two heads: the lengths (class scores) and their margin loss, and
+    the mask, the decoder and the reconstruction (784 pixels). Each box gives the shape
+    of what it outputs. Text is at least 10 pt, for a projector.
+
+    ``highlight``: None (nothing highlighted), one part name or an iterable of them,
+    from ``ARCHITECTURE_PARTS``: "image", "conv1", "primary", "predictions",
+    "routing", "class_capsules", "lengths", "margin_loss", "mask", "decoder",
+    "reconstruction". Highlighted boxes are filled with ``HIGHLIGHT_COLOR``, the
+    others light grey. An unknown name raises ``ValueError`` naming the valid ones.
+    ``ax``: a matplotlib Axes to draw into (its figure is returned); by default a new
+    11×5.4 in figure. ``title``: the figure title; by default one that names the
+    highlighted parts.
+
+    Returns the matplotlib Figure. Each box is a patch whose ``get_gid()`` is its part
+    name (``[p for p in ax.patches if p.get_gid() == "routing"]``).
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+
+    if highlight is None:
+        chosen = ()
+    elif isinstance(highlight, str):
+        chosen = (highlight,)
+    else:
+        chosen = tuple(highlight)
+    unknown = [name for name in chosen if name not in ARCHITECTURE_PARTS]
+    if unknown:
+        raise ValueError(f"unknown part(s) {', '.join(map(repr, unknown))} to highlight; "
+                         f"choose from {', '.join(ARCHITECTURE_PARTS)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 5.4))
+    else:
+        fig = ax.figure
+    width, height = 0.86, 0.66  # a box, in column and row units
+    centres = {}
+    for name, col, row, heading, details in _ARCHITECTURE:
+        x, y = col + 0.5, 2.5 - row
+        centres[name] = (x, y)
+        lit = name in chosen
+        box = FancyBboxPatch((x - width / 2, y - height / 2), width, height,
+                             boxstyle="round,pad=0.02,rounding_size=0.06",
+                             facecolor=HIGHLIGHT_COLOR if lit else _PLAIN_COLOR,
+                             edgecolor="black" if lit else "#888888",
+                             linewidth=2.2 if lit else 1.0, zorder=2)
+        box.set_gid(name)
+        ax.add_patch(box)
+        ax.text(x, y + 0.17, heading, ha="center", va="center", fontsize=11.5,
+                fontweight="bold", zorder=3)
+        ax.text(x, y - 0.1, details, ha="center", va="center", fontsize=10,
+                linespacing=1.15, zorder=3)
+    for start, end in _ARROWS:
+        (x0, y0), (x1, y1) = centres[start], centres[end]
+        if y0 == y1:  # along a row: from edge to edge
+            step = np.sign(x1 - x0) * width / 2
+            a, b = (x0 + step, y0), (x1 - step, y1)
+        else:  # down a column
+            a, b = (x0, y0 - height / 2), (x1, y1 + height / 2)
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=16, lw=1.6,
+                                     color="#333333", zorder=1))
+    ax.text(0.08, 0.95, "Shapes are per image\n(the batch axis is left out).", fontsize=10,
+            ha="left", va="center", color="#444444")
+    ax.set_xlim(0, 5)
+    ax.set_ylim(0, 3)
+    ax.axis("off")
+    if chosen:
+        ax.legend(handles=[Patch(facecolor=HIGHLIGHT_COLOR, edgecolor="black",
+                                 label="this notebook")],
+                  loc="lower left", fontsize=11, frameon=False)
+    if title is None:
+        title = "The CapsNet of this course"
+        if chosen:
+            title += ": this notebook builds the coloured part"
+    ax.set_title(title, fontsize=14)
+    if ax is fig.axes[0] and len(fig.axes) == 1:
+        fig.tight_layout()
+    return fig
+
+
 def save(fig, path, dpi=100):
     """Save as PNG and close (keeps memory flat in long jobs)."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight")

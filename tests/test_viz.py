@@ -87,3 +87,50 @@ def test_tweak_differences_show_the_top_dimensions_with_one_colour_bar():
     assert len(colorbars) == 1
     assert fig._suptitle.get_text()
     plt.close(fig)
+
+
+def boxes(fig):
+    """The diagram's boxes, by part name."""
+    return {p.get_gid(): p for ax in fig.axes for p in ax.patches if p.get_gid()}
+
+
+def test_architecture_diagram_draws_every_part_and_colours_only_the_highlighted_ones():
+    fig = viz.architecture_diagram(highlight=("predictions", "routing"))
+    try:
+        parts = boxes(fig)
+        assert set(parts) == set(viz.ARCHITECTURE_PARTS)
+        lit = {name for name, p in parts.items()
+               if matplotlib.colors.same_color(p.get_facecolor(), viz.HIGHLIGHT_COLOR)}
+        assert lit == {"predictions", "routing"}
+        plain = {tuple(p.get_facecolor()) for name, p in parts.items() if name not in lit}
+        assert len(plain) == 1 and plain != {tuple(parts["routing"].get_facecolor())}
+        texts = [t for ax in fig.axes for t in ax.texts]
+        assert min(t.get_fontsize() for t in texts) >= 10  # readable on a projector
+        shown = " ".join(t.get_text() for t in texts)
+        for shape in ("28×28", "1152", "1152×10×16", "3 rounds", "16D", "784"):
+            assert shape in shown
+        assert fig.axes[0].get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_architecture_diagram_takes_one_name_an_axes_or_nothing_to_highlight():
+    fig, ax = plt.subplots()
+    try:
+        assert viz.architecture_diagram("lengths", ax=ax) is fig
+        parts = boxes(fig)
+        assert parts["lengths"].get_facecolor() != parts["mask"].get_facecolor()
+    finally:
+        plt.close(fig)
+    fig = viz.architecture_diagram()
+    try:
+        assert len({tuple(p.get_facecolor()) for p in boxes(fig).values()}) == 1
+    finally:
+        plt.close(fig)
+
+
+def test_architecture_diagram_refuses_an_unknown_part_and_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown part.*'decoders'.*choose from.*decoder"):
+        viz.architecture_diagram(highlight=["decoders"])
+    with pytest.raises(ValueError, match="unknown part"):
+        viz.architecture_diagram(highlight="Routing")
