@@ -30,7 +30,7 @@ import numpy as np
 from capslib import data, device
 from capslib.baseline import class_scores
 from capslib.config import ConfigError, config_for_profile, get_profile
-from capslib.model import load_classifier
+from capslib.loading import load_classifier
 from capslib.routing import coupling_entropy
 from capslib.runs import (RunError, RunFolder, StopOnSignal, interrupt_handling, os_error,
                           write_json_atomic, write_text_atomic)

@@ -5,10 +5,6 @@ conv 256@9x9 (ReLU) -> 1152 primary 8D capsules -> 10 class capsules of 16D
 the image from the pose of one capsule: the true class while training, the
 predicted class otherwise.
 """
-import warnings
-import zipfile
-from pathlib import Path
-
 import keras
 import numpy as np
 from keras import ops
@@ -319,52 +315,21 @@ class ModelFileError(ValueError):
     """A model path that is missing, not a Keras model file, or not a CapsNet."""
 
 
-def load_capsnet(path):
-    """Load a CapsNet saved as ``.keras`` (safe mode, not compiled), or a
-    shipped-model folder (``capslib.pretrained``, checksums verified).
-
-    Raises ModelFileError saying which of three things is wrong: no such file,
-    not a Keras model file, or a Keras model that is not a CapsNet.
-    """
-    return load_classifier(path, kinds=(CapsNet,))
+# Loading a saved model is capslib.loading's (it sits above this module: it also
+# loads the baseline and shipped folders). The old names are forwarded for the
+# notebooks' `capslib.model.load_capsnet(...)`, imported only when asked for.
+_FORWARDED = ("load_capsnet", "load_classifier")
 
 
-def load_classifier(path, kinds=None):
-    """Like ``load_capsnet``, for a CapsNet or the baseline CNN (``capslib.baseline``)."""
-    from capslib.baseline import BaselineCNN  # registers it for loading; it imports this module
-    kinds = kinds or (CapsNet, BaselineCNN)
-    path = Path(path)
-    if path.is_dir() and (path / "SHA256SUMS").is_file():
-        from capslib.pretrained import load_pretrained  # it imports this module
-        return load_pretrained(path)
-    if path.is_dir():
-        raise ModelFileError(
-            f"{path}: a folder, neither a .keras model file nor a shipped model (it holds no "
-            "SHA256SUMS); give a .keras file such as runs/capsnet/best.keras")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path}: not a Keras model file (expected a .keras zip archive "
-                             "such as a run's best.keras)")
-    from capslib.runs import check_interrupted
-    # Keras' warnings are held back until we know no Ctrl-C was swallowed: a Ctrl-C
-    # during loading makes Keras warn about a model it "cannot build".
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model = keras.saving.load_model(path, safe_mode=True, compile=False)
-        except Exception as e:  # a damaged archive fails in many ways (zip, JSON, h5py)
-            check_interrupted()  # Keras' bare except turns Ctrl-C into another error
-            raise ModelFileError(f"{path}: not a readable Keras model file ({type(e).__name__}"
-                                 f": {str(e)[:200]})") from e
-        check_interrupted()  # ... or swallows it and goes on
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not isinstance(model, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise ModelFileError(f"{path}: a Keras model ({type(model).__name__} "
-                             f"{model.name!r}) but not a {names}")
-    return model
+def __getattr__(name):
+    if name in _FORWARDED:
+        from capslib import loading
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_FORWARDED})
 
 
 def build_capsnet(routing_iterations=3, decoder=True, stop_inner_gradients=True, **kwargs):

@@ -1,125 +1,18 @@
-"""A trained CapsNet shipped with the course, loaded in one checked call.
+"""Shipping a finished run as the course's trained CapsNet (``python -m capslib ship``).
 
-A shipped model is a folder (``data/capsnet-fashion-mnist/`` for the course's)::
-
-    config.json     the CapsNet's ``get_config()``: its architecture
-    weights.npz     one array per weight, keyed by the weight's path (float16 to halve the size)
-    metrics.json    the training job's metrics (test accuracy, confusion matrix, ...)
-    SHA256SUMS      the checksum of each file above (``sha256sum -c SHA256SUMS`` works too)
-    MODEL_CARD.md   data, recipe, hardware, figures and limits (written with the run)
-
-``load_pretrained()`` verifies every checksum before reading anything and
-returns an ordinary ``CapsNet``; ``save_pretrained()`` writes such a folder.
+The shipped folder itself (its files, checksums, ``load_pretrained``,
+``save_pretrained``) is ``capslib.shipped``; its names are here too, where the
+notebooks and the README have always found them
+(``capslib.pretrained.load_pretrained()``).
 """
 import json
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from capslib.data import checkout_root, course_root, file_sha256
-from capslib.model import CapsNet, ModelFileError
-
-def _shipped_dir():
-    """The course folder's copy (found from the working folder, never site-packages);
-    else the checkout capslib is imported from, when that one holds the model."""
-    relative = Path("data") / "capsnet-fashion-mnist"
-    for root in (course_root(), checkout_root()):
-        if root is not None and (root / relative / "SHA256SUMS").is_file():
-            return root / relative
-    return course_root() / relative
-
-
-SHIPPED_DIR = _shipped_dir()
-FILES = ("config.json", "weights.npz", "metrics.json")
-CARD = "MODEL_CARD.md"
-SHIPPED_FILES = (*FILES, CARD, "SHA256SUMS")  # all that a shipped folder holds
-
-
-class PretrainedError(ModelFileError):
-    """A shipped model that is missing, incomplete or altered."""
-
-
-def available(folder=SHIPPED_DIR):
-    """Whether ``folder`` holds a shipped model (its checksums are checked on loading)."""
-    return (Path(folder) / "SHA256SUMS").is_file()
-
-
-def save_pretrained(model, folder, metrics=None, dtype="float16"):
-    """Write ``model`` (a built CapsNet) as a shipped-model folder; return its path.
-
-    Weights are stored as ``dtype`` (float16 halves the size; measure the
-    accuracy of the stored weights before shipping them).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(model.get_config(), indent=2) + "\n")
-    np.savez_compressed(folder / "weights.npz",  # zip-deflated: under 15 MiB
-             **{w.path: np.asarray(w.numpy(), dtype=dtype) for w in model.weights})
-    (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2) + "\n")
-    sums = "".join(f"{file_sha256(folder / name)}  {name}\n" for name in FILES)
-    (folder / "SHA256SUMS").write_text(sums)
-    return folder
-
-
-def _restore_hint():
-    if checkout_root() is not None:
-        return "restore it with `git checkout -- data/`"
-    return "copy the course's data/capsnet-fashion-mnist folder again"
-
-
-def _verified(folder):
-    sums_path = folder / "SHA256SUMS"
-    if not sums_path.is_file():
-        raise PretrainedError(
-            f"{folder}: no shipped model here (no SHA256SUMS). Train your own with "
-            "06_training.ipynb or `python -m capslib train`, or restore the folder: "
-            f"{_restore_hint()}.")
-    expected = {}
-    for line in sums_path.read_text().splitlines():
-        # "DIGEST  NAME" (text mode) or "DIGEST *NAME" (`sha256sum -b`, binary mode)
-        digest, _, name = line.strip().partition(" ")
-        expected[name[1:] if name[:1] in " *" else name] = digest
-    # The card too, when the sums name it (a shipped run's folder): it is the model's label.
-    for name in (*FILES, *(n for n in (CARD,) if n in expected)):
-        path = folder / name
-        if name not in expected:
-            raise PretrainedError(f"{sums_path}: no checksum for {name}")
-        if not path.is_file():
-            raise PretrainedError(f"{path}: missing; {_restore_hint()}")
-        found = file_sha256(path)
-        if found != expected[name]:
-            raise PretrainedError(
-                f"{path}: altered (SHA-256 {found[:12]}..., expected {expected[name][:12]}...); "
-                f"{_restore_hint()}")
-
-
-def load_pretrained(folder=SHIPPED_DIR):
-    """The shipped CapsNet, checksums verified, weights as float32, not compiled."""
-    folder = Path(folder)
-    _verified(folder)
-    model = CapsNet.from_config(json.loads((folder / "config.json").read_text()))
-    model.build((None, *model.image_shape))
-    with np.load(folder / "weights.npz") as stored:
-        missing = [w.path for w in model.weights if w.path not in stored]
-        if missing:
-            raise PretrainedError(f"{folder / 'weights.npz'}: no values for {missing[:3]}")
-        for w in model.weights:
-            value = stored[w.path]
-            if value.shape != tuple(w.shape):
-                raise PretrainedError(f"{folder / 'weights.npz'}: {w.path} has shape "
-                                      f"{value.shape}, the model expects {tuple(w.shape)}")
-            w.assign(value.astype("float32"))
-    return model
-
-
-def load_metrics(folder=SHIPPED_DIR):
-    """The metrics the shipped model was released with (checksums verified)."""
-    folder = Path(folder)
-    _verified(folder)
-    return json.loads((folder / "metrics.json").read_text())
-
+from capslib.shipped import (CARD, FILES, SHIPPED_DIR, SHIPPED_FILES,  # noqa: F401 (re-exported)
+                             PretrainedError, available, load_metrics, load_pretrained,
+                             save_pretrained, verify)
 
 # -- Shipping a finished run ---------------------------------------------------
 GPU_REFERENCE = ("our H100 run (results/gpu-h100-jax, JAX, float32, 80 epochs in a 340 s budget): "
@@ -321,7 +214,7 @@ def ship_run(run_dir, folder=SHIPPED_DIR, command=None, data_dir=None, dtype="fl
     from capslib import swap
     from capslib.config import config_for_profile
     from capslib.data import file_sha256
-    from capslib.model import load_capsnet
+    from capslib.loading import load_capsnet
     from capslib.train import evaluate_model, prepare_data
 
     run_dir, folder = Path(run_dir), Path(folder)
@@ -367,7 +260,7 @@ def _verify_built(work, weights_digest, metrics, data_dir=None):
     """The folder as written: every checksum holds, the weights are those evaluated, and
     loaded back they classify the first test images as the evaluation did."""
     from capslib.data import file_sha256
-    _verified(work)
+    verify(work)
     if file_sha256(work / "weights.npz") != weights_digest:
         raise PretrainedError(f"{work / 'weights.npz'}: changed after it was evaluated; nothing shipped")
     stored = load_metrics(work)["shipped_weights"]

@@ -36,8 +36,8 @@ import numpy as np
 from capslib import data, device, scale, viz
 from capslib.baseline import build_baseline, class_scores, compile_baseline
 from capslib.config import ConfigError, TrainConfig, config_for_profile, setting_name
-from capslib.model import (ModelFileError, build_capsnet, compile_capsnet, load_capsnet,
-                           load_classifier)
+from capslib.loading import load_capsnet, load_classifier
+from capslib.model import ModelFileError, build_capsnet, compile_capsnet
 from capslib.runs import (EpochCheckpoint, RunError, RunFolder, StateDamaged,
                           StopOnSignal, atomic_path, check_interrupted, interrupt_handling,
                           os_error, read_log, weights_finite, write_json_atomic)

@@ -74,3 +74,13 @@ def test_load_classifier_still_loads_a_capsnet(tmp_path):
     path = tmp_path / "caps.keras"
     build_capsnet(routing_iterations=1, decoder=False).save(path)
     assert type(load_classifier(path)).__name__ == "CapsNet"
+
+
+def test_a_run_folder_loads_as_its_best_model(tmp_path):
+    # capslib.loading: a .keras file, a shipped folder or a run folder (its best.keras).
+    model = BaselineCNN(conv_filters=(8, 8, 4), dense_units=(16, 8))
+    model.build((None, 28, 28, 1))
+    model.save(tmp_path / "best.keras")
+    assert isinstance(load_classifier(tmp_path), BaselineCNN)
+    with pytest.raises(ModelFileError, match="but not a CapsNet"):
+        load_capsnet(tmp_path)
