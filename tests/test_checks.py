@@ -1,6 +1,8 @@
 """capslib.checks: right answers pass, every named mistake is named, stubs stop."""
+import ast
 import math
 import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -701,8 +703,10 @@ def test_mask_poses_and_data_exercises_accept_numpy(capsys):
 # -- What a notebook shows -------------------------------------------------------
 
 def _frames_in_checks(error):
+    """The frames of capslib.checks' own modules (the package: one module per notebook)."""
+    package = Path(checks.__file__).parent
     return [f.name for f in traceback.extract_tb(error.__traceback__)
-            if f.filename == checks.__file__]
+            if Path(f.filename).parent == package]
 
 
 def test_a_failed_check_renders_as_its_message_alone():
@@ -742,3 +746,39 @@ def test_student_errors_keep_their_own_traceback():
     assert "routing_with_a_bug" in names and "helper" in names
     assert _frames_in_checks(info.value) == ["wrapper"]
     assert any("raised by your routing" in note for note in info.value.__notes__)
+
+
+# -- Messages gathered for a translation catalog ----------------------------------------
+
+
+def _marked_messages_and_strays(path):
+    """The messages given to ``_`` in a checks module, and the prose f-strings not in one."""
+    tree = ast.parse(path.read_text())
+    marked, inside = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_":
+            marked.append(node.args[0])
+            inside |= {id(n) for n in ast.walk(node)}
+        elif isinstance(node, ast.Raise) or isinstance(node, ast.FunctionDef) and (
+                node.name == "_render_traceback_"):  # a bug of ours, the exception's name
+            inside |= {id(n) for n in ast.walk(node)}
+    strays = [ast.unparse(node) for node in ast.walk(tree)
+              if isinstance(node, ast.JoinedStr) and id(node) not in inside
+              and any(isinstance(v, ast.Constant) and " " in v.value.strip(" ")
+                      for v in node.values)]
+    return marked, strays
+
+
+@pytest.mark.backend_free
+def test_every_message_is_marked_for_a_translation_catalog():
+    modules = sorted(Path(checks.__file__).parent.glob("*.py"))
+    assert {m.stem for m in modules} >= {"_core", "nb01_data", "nb08_does_routing_help"}
+    total = 0
+    for module in modules:
+        marked, strays = _marked_messages_and_strays(module)
+        # A catalog is extracted from literal text: never an f-string or a variable.
+        assert all(isinstance(m, ast.Constant) and isinstance(m.value, str) for m in marked), \
+            module.name
+        assert not strays, f"{module.name}: messages not marked with _(): {strays}"
+        total += len(marked)
+    assert total > 250

@@ -1,0 +1,121 @@
+"""Notebook 07_interpretation's checks: ``check_tweak_pose`` (one copy of the
+poses per step, one dimension moved) and ``check_confusion_matrix`` (counts,
+rows the true classes)."""
+import numpy as np
+
+from capslib.checks._core import _, _Checker, _exercise_check
+
+
+# -- 13. tweak_pose -----------------------------------------------------------
+
+def _tweak_reference(poses, label, dim, steps):
+    out = np.repeat(np.asarray(poses, np.float64)[None], len(steps), axis=0)
+    out[:, label, dim] += np.asarray(steps, np.float64)
+    return out
+
+
+@_exercise_check
+def check_tweak_pose(fn, seed=0):
+    """tweak_pose(poses, label, dim, steps): one copy per step, poses[label, dim] += step."""
+    c = _Checker("tweak_pose", reference=_("the expected copies"))
+    rng = np.random.default_rng(seed)
+
+    def verify(poses, label, dim, steps, case):
+        arg = poses.copy()
+        got = c.array(c.run(fn, arg, label, dim, steps, case=case), case)
+        if not np.array_equal(arg, poses):
+            c.fail(_("tweak_pose modifies the input poses in place: tweak copies "
+                     "(poses.copy()) and leave poses unchanged"))
+        want = _tweak_reference(poses, label, dim, steps)
+        steps_ = np.asarray(steps, np.float64)
+        n = len(steps_)
+
+        def tweak(lab, d, values, every_capsule=False, set_=False):
+            out = np.repeat(np.asarray(poses, np.float64)[None], n, axis=0)
+            rows = slice(None) if every_capsule else lab
+            if set_:
+                out[:, rows, d] = values[:, None] if every_capsule else values
+            else:
+                out[:, rows, d] += values[:, None] if every_capsule else values
+            return out
+
+        same_copy = (_("returns the same array for every step (one array modified again "
+                       "and again): make a fresh copy of poses for each step"))
+        mistakes = [
+            (_("tweaks dimension `dim` of every capsule: change only capsule `label`, "
+               "poses[label, dim]"), lambda: tweak(label, dim, steps_, every_capsule=True)),
+            (_("sets poses[label, dim] to the step instead of adding it: use += step"),
+             lambda: tweak(label, dim, steps_, set_=True)),
+            (_("lets the steps accumulate: start every copy from the original poses"),
+             lambda: tweak(label, dim, np.cumsum(steps_))),
+            (same_copy, lambda: np.repeat(want[-1:], n, axis=0)),
+            (same_copy, lambda: np.repeat(tweak(label, dim, np.cumsum(steps_))[-1:], n, 0)),
+        ]
+        if dim < poses.shape[0] and label < poses.shape[1]:
+            mistakes.insert(0, (_("swaps label and dim: the capsule comes first, "
+                                  "poses[label, dim]"), lambda: tweak(dim, label, steps_)))
+        c.compare(got, want, case, mistakes=mistakes,
+                  shape_rule=_("expected (len(steps), n_caps, dims) = {shape}", shape=want.shape))
+
+    verify(rng.normal(size=(10, 16)).astype(np.float32), 3, 5,
+           np.linspace(-0.25, 0.5, 4), _("poses (10, 16), label 3, dim 5, 4 steps"))
+    c.ok(_("poses (10, 16), 4 steps: only capsule 3, dimension 5 moves"))
+    verify(rng.normal(size=(10, 16)).astype(np.float32), 9, 15, [0.1, -0.2],
+           _("poses (10, 16), label 9, dim 15, steps given as a list"))
+    c.ok(_("the last capsule and dimension, steps given as a list"))
+    c.done()
+
+
+# -- 14. confusion_matrix -----------------------------------------------------
+
+def _confusion_reference(y_true, y_pred, n_classes):
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+@_exercise_check
+def check_confusion_matrix(fn, seed=0):
+    """confusion_matrix(y_true, y_pred, n_classes=10): counts, rows = true classes."""
+    c = _Checker("confusion_matrix", reference=_("the expected counts"))
+    rng = np.random.default_rng(seed)
+
+    def verify(y_true, y_pred, n_classes, case):
+        kwargs = {} if n_classes is None else {"n_classes": n_classes}
+        n_classes = n_classes or 10
+        got = c.array(c.run(fn, y_true.copy(), y_pred.copy(), case=case, **kwargs), case)
+        if got.ndim == 2 and got.shape[0] == got.shape[1] and got.shape[0] < n_classes:
+            c.fail(_("confusion_matrix returned shape {shape} for {case}: classes are "
+                     "missing (built from the classes present); every one of the "
+                     "n_classes = {n_classes} classes needs a row and a column, even absent",
+                     shape=got.shape, case=case, n_classes=n_classes))
+        want = _confusion_reference(y_true, y_pred, n_classes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = want / want.sum(axis=1, keepdims=True)
+        normalised = (_("normalises the rows to shares: return the counts "
+                        "(integers) themselves"))
+        c.compare(
+            got, want, case,
+            mistakes=[
+                (_("is transposed (rows are the predictions): rows must be the true "
+                   "classes and columns the predictions, cm[true, pred] += 1"),
+                 lambda: want.T),
+                (normalised, lambda: shares),
+                (normalised, lambda: np.nan_to_num(shares)),
+                (_("counts only the diagonal (the correct predictions): count every "
+                   "(true, predicted) pair"), lambda: np.diag(np.diag(want))),
+            ],
+            shape_rule=_("expected (n_classes, n_classes) = {shape}", shape=want.shape),
+            dtype="integer",
+            dtype_rule=_("count with integers, e.g. np.zeros((n_classes, n_classes), "
+                         "dtype=int)"),
+            rtol=0, atol=0)
+
+    verify(np.array([0, 1, 1, 2, 2, 2]), np.array([0, 2, 1, 2, 0, 2]), 4,
+           _("6 labels of 4 classes (class 3 absent)"))
+    c.ok(_("6 labels, n_classes=4: rows are true classes, class 3 a row and column of zeros"))
+    y_true = rng.integers(0, 8, size=40)
+    y_pred = np.where(rng.random(40) < 0.6, y_true, rng.integers(0, 8, size=40))
+    verify(y_true, y_pred, None, _("40 random labels of classes 0-7, default n_classes"))
+    c.ok(_("40 random labels, classes 8 and 9 absent, default n_classes=10"))
+    c.done()
