@@ -7,6 +7,8 @@ is a module-level ``__getattr__`` (PEP 562) that forwards an old name to where
 it now lives; each such forwarding is listed in ``FORWARDED`` with its reason.
 """
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,18 @@ def test_the_old_import_paths_still_work():
     assert pretrained.PretrainedError is shipped.PretrainedError
     with pytest.raises(AttributeError):
         model.no_such_name
+
+
+# -- import capslib is light: Keras comes with the first name that needs it ----------
+
+
+def test_import_capslib_and_the_teachers_hooks_load_no_framework():
+    pytest.importorskip("nbgrader")  # capslib.classroom.hooks: every nbgrader command loads it
+    code = ("import sys, capslib, capslib.classroom.hooks\n"
+            "print([m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules])\n"
+            "from capslib import CLASS_NAMES, CapsNet, checks, viz\n"
+            "print(CapsNet.__name__, checks.check_squash.__name__, 'CapsNet' in dir(capslib))\n")
+    job = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert job.stdout.splitlines() == ["[]", "CapsNet check_squash True"]
