@@ -160,6 +160,15 @@ def test_tampering_sees_aliases_rebound_names_and_library_copies():
                                     "ev.record = print\nfrom capslib.ops import squash")
     assert found == ["imports squash from capslib.ops (the course's own implementation)",
                      "rebinds checks (a name the check cells use)", "replaces ev.record"]
+    # The checks' references (a private helper, a notebook's module) and the course's modules.
+    found = grading.tamper_findings(
+        "from capslib.checks import nb03_routing, check_routing\nimport capslib.routing as r\n"
+        "c = checks._np_routing(u)\nd = nb03_routing._np_routing(u)\nfrom capslib import checks")
+    assert found == ["imports capslib.routing (the course's own implementation)",
+                     "imports nb03_routing from capslib.checks (the checks' reference answers)",
+                     "uses checks._np_routing (the checks' reference answers)"]
+    assert grading.tamper_findings("from capslib.checks import check_routing, CheckFailed\n"
+                                   "checks.check_routing(routing)") == []
 
 
 def test_the_longest_notebooks_are_run_first(tmp_path):

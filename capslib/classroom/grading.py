@@ -58,6 +58,11 @@ def _dotted(node):
     return None
 
 
+def _public_check_name(name):
+    """What a student may take from ``capslib.checks``: the checks, not their references."""
+    return name.startswith("check_") or name in ("CheckFailed", "*")
+
+
 def tamper_findings(source):
     """What in ``source`` could fake a verdict: rebinding an attribute of numpy,
     keras, capslib, the checks or builtins; ``setattr``/``reload``/``exec``;
@@ -81,6 +86,16 @@ def tamper_findings(source):
                     and node.module not in ("capslib.checks", "capslib.evidence"):
                 found.append(f"imports {', '.join(a.name for a in node.names)} from {node.module} "
                              "(the course's own implementation)")
+            if isinstance(node, ast.ImportFrom) and node.module == "capslib.checks":
+                found += [f"imports {a.name} from capslib.checks (the checks' reference answers)"
+                          for a in node.names if not _public_check_name(a.name)]
+            if isinstance(node, ast.Import):
+                found += [f"imports {a.name} (the course's own implementation)" for a in node.names
+                          if a.name.startswith("capslib.")
+                          and a.name not in ("capslib.checks", "capslib.evidence")]
+        if isinstance(node, ast.Attribute) and _dotted(node.value) in ("checks", "capslib.checks") \
+                and not _public_check_name(node.attr):
+            found.append(f"uses {_dotted(node)} (the checks' reference answers)")
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in _WATCHED_MODULES:
             found.append(f"rebinds {node.name} (a name the check cells use)")
         if isinstance(node, ast.Assign):
