@@ -20,7 +20,9 @@ import importlib
 import importlib.machinery
 import sys
 
-from capslib import _startup
+from capslib import _startup, _tf_startup
+
+_tf_startup.install()  # TensorFlow's start-up lines off a notebook's first screen
 
 # `python -m capslib.classroom` (the teacher's tools) is not the training command.
 _submodule = any(a.startswith("capslib.") for a in getattr(sys, "orig_argv", [])[1:3])
