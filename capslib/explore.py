@@ -20,6 +20,7 @@ import base64
 import io
 import time
 
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import numpy as np
 from keras import ops
@@ -437,6 +438,8 @@ class RoutingExplorer(_Explorer):
         # Centre of a primary capsule's receptive field, in input pixels.
         self._stride = int(cfg.get("primary_strides", 2))
         self._offset = (int(cfg.get("primary_kernel", 9)) + int(cfg.get("conv_kernel", 9)) - 2) / 2
+        # Its side: conv1's window, widened by the primary capsules' (9 + 9 - 1 = 17 px).
+        self.field = int(cfg.get("primary_kernel", 9)) + int(cfg.get("conv_kernel", 9)) - 1
         self.index, self.round = None, self.n_rounds
         self._cache = {}
         self._hold = False
@@ -502,7 +505,7 @@ class RoutingExplorer(_Explorer):
             self.images[k, ..., 0], self.all_couplings[:, k][:, self.parts],
             self.all_class_lengths[:, k], rounds, self.part_names(), self.part_centres(),
             self.class_names, true_class=None if self.labels is None else self.labels[k],
-            index=k)
+            index=k, field=self.field)
 
     def figure(self):
         """Every round side by side (the picture kept where widgets do not render)."""
@@ -532,12 +535,14 @@ class RoutingExplorer(_Explorer):
 
 
 def plot_routing_view(image, couplings, class_lengths, rounds, part_names, part_centres,
-                      class_names=CLASS_NAMES, true_class=None, index=None):
+                      class_names=CLASS_NAMES, true_class=None, index=None, field=None):
     """The input with its strongest parts | their couplings at each of ``rounds`` |
     the class capsules' lengths after those rounds.
 
     ``couplings``: (all rounds, parts, classes); ``class_lengths``:
-    (all rounds, classes); ``rounds``: 1-based rounds to draw.
+    (all rounds, classes); ``rounds``: 1-based rounds to draw; ``field``: the
+    side of a part's receptive field in pixels, drawn as a dashed square
+    around the first (strongest) part, or None.
     """
     couplings = np.asarray(couplings)
     n_parts, n_classes = couplings.shape[1:]
@@ -552,11 +557,21 @@ def plot_routing_view(image, couplings, class_lengths, rounds, part_names, part_
     centres, counts = np.unique(np.asarray(part_centres), axis=0, return_counts=True)
     ax_in.scatter(centres[:, 1], centres[:, 0], s=40 + 40 * counts, c="tab:red",
                   edgecolors="white", linewidths=1.5, alpha=0.9)
+    field_note = ""
+    if field is not None:
+        row, col = np.asarray(part_centres)[0]
+        half = (int(field) - 1) / 2  # pixel centres from row - half to row + half
+        ax_in.add_patch(matplotlib.patches.Rectangle(
+            (col - half - 0.5, row - half - 0.5), field, field, fill=False, edgecolor="tab:red",
+            linestyle="--", linewidth=2, label="receptive field"))
+        # A 1-pixel margin: a square on the image's border stays visible.
+        ax_in.set_xlim(-1.5, image.shape[1] + 0.5), ax_in.set_ylim(image.shape[0] + 0.5, -1.5)
+        field_note = f";\ndashed: the {field}x{field} px that part 1 sees"
     ax_in.set_xticks([]), ax_in.set_yticks([])
     truth = "" if true_class is None else f"\n(true: {class_names[true_class]})"
     ax_in.set_title(f"input{'' if index is None else f' {index}'}{truth}", fontsize=FONT)
     ax_in.set_xlabel(f"red: where the top {n_parts} parts look\n(centres of their "
-                     "receptive fields)", fontsize=10)
+                     f"receptive fields){field_note}", fontsize=10)
     im = None
     for j, (ax, r) in enumerate(zip(heat_axes, rounds)):
         im = ax.imshow(couplings[r - 1], cmap="RdBu_r", vmin=uniform - spread,

@@ -134,3 +134,24 @@ def test_routing_rounds_change_the_couplings(model, data):
     assert sum("couplings, round" in ax.get_title() for ax in fig.axes) == rounds
     assert any("coupling" in ax.get_ylabel() for ax in fig.axes)  # the colour bar
     assert router._repr_mimebundle_()["image/png"]
+
+
+def test_routing_view_draws_the_strongest_part_s_receptive_field(model, data):
+    """conv1 9x9 then primary capsules 9x9 stride 2: each part sees 17x17 px,
+    drawn as a square centred on the first part's dot, inside the image."""
+    import matplotlib.patches
+
+    x, y = data
+    router = explore.routing_explorer(model, x, y, top_k=4, static=True)
+    assert router.field == 17
+    fig = router.figure()
+    ax_in = fig.axes[0]
+    squares = [p for p in ax_in.patches if isinstance(p, matplotlib.patches.Rectangle)
+               and p.get_label() == "receptive field"]
+    assert len(squares) == 1
+    square = squares[0]
+    assert square.get_width() == square.get_height() == 17
+    row, col = router.part_centres()[0]
+    assert square.get_x() + 8.5 == col and square.get_y() + 8.5 == row
+    assert -0.5 <= square.get_x() and square.get_x() + 17 <= x.shape[2] - 0.5
+    assert "17x17 px" in ax_in.get_xlabel()
