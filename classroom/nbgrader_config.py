@@ -11,9 +11,11 @@ from pathlib import Path
 from capslib.classroom import hooks as course_hooks
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata,  # noqa: E402
-                                    ClearOutput, DeduplicateIds,
-                                    GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec,
-                                    SaveAutoGrades)
+                                    ClearHiddenTests, ClearMarkScheme, ClearOutput,
+                                    ClearSolutions, ComputeChecksums, DeduplicateIds,
+                                    GetGrades, IgnorePattern, IncludeHeaderFooter,
+                                    InstantiateTests, LimitOutput, LockCells,
+                                    OverwriteKernelspec, SaveAutoGrades, SaveCells)
 
 c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
 
@@ -37,6 +39,13 @@ c.Autograde.autograde_preprocessors = [course_hooks.ApplySandboxRun, IgnorePatte
                                        ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
                                        AssignLatePenalties, CheckCellMetadata]
 c.ApplySandboxRun.runs_dir = str(Path(__file__).resolve().parent / "sandboxed")
+
+# Student copies: nbval's markers (`# NBVAL_IGNORE_OUTPUT` and the `# Reason:` under it)
+# are the tests' plumbing, left out before the checksums are computed.
+c.GenerateAssignment.preprocessors = [
+    course_hooks.RemoveTestPlumbing, IncludeHeaderFooter, InstantiateTests, LockCells,
+    ClearSolutions, ClearOutput, CheckCellMetadata, ComputeChecksums, SaveCells,
+    ClearHiddenTests, ClearMarkScheme, ComputeChecksums, CheckCellMetadata]
 
 # Locked cells get their original source back (hidden tests included), a
 # deleted check cell comes back, and "checksum has changed" is logged only for

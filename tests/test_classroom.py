@@ -131,6 +131,8 @@ def test_student_copies_hold_no_solutions_hidden_tests_or_outputs():
                                                 "### END HIDDEN TESTS") if len(ln.strip()) > 8]
                 assert not [ln for ln in hidden if ln in everything], f"{name}: hidden test leaked"
         assert all(not c.get("outputs") for c in student if c["cell_type"] == "code")
+        # The tests' plumbing is the teacher's: no nbval marker or its reason in a student copy.
+        assert "NBVAL_" not in everything and "# Reason:" not in everything, name
 
 
 # -- nbgrader from the command line on a fixture class (slow) -----------------------------------

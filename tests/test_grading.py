@@ -2,6 +2,7 @@
 report, the feedback preprocessor, the time limits and the course's nbgrader
 config (a config that fails to load is ignored by nbgrader without a word)."""
 import copy
+import json
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,13 @@ def test_time_limits(monkeypatch):
     assert len(long_cells) >= 3, "06's training, 07's model and 08's experiment are tagged"
     training = next(s for s in long_cells if "capslib.train.train(config" in s)
     assert course_hooks.cell_timeout({"source": training}) == course_hooks.LONG_CELL_TIMEOUT
+    # The teacher's long cell has nbval's marker, the student copy's has not: both are long.
+    teacher = next(c for c in json.loads((ROOT / "notebooks" / "06_training.ipynb").read_text())["cells"]
+                   if course_hooks.LONG_TAG in c["metadata"].get("tags", []))
+    assert "NBVAL" in course_hooks._source(teacher)
+    for source in (course_hooks._source(teacher),
+                   course_hooks.without_test_plumbing(course_hooks._source(teacher))):
+        assert course_hooks.cell_timeout({"source": source}) == course_hooks.LONG_CELL_TIMEOUT
     # A student who edits a long cell loses its allowance.
     assert course_hooks.cell_timeout({"source": training + "\nwhile True: pass"}) == 20
     monkeypatch.setenv("CAPSLIB_GRADE_TIMEOUT", "soon")
@@ -185,3 +193,10 @@ def test_the_longest_notebooks_are_run_first(tmp_path):
     verdict.parent.mkdir(parents=True)
     grading._write_json(verdict, {"seconds": 400.0})
     assert grading._expected_seconds(tmp_path, "02_primary_capsules", "ana", teacher(0)) == 400.0
+
+
+def test_test_plumbing_is_the_nbval_marker_and_its_reason_only():
+    source = ("# NBVAL_IGNORE_OUTPUT\n# Reason: a timing.\nx = 1\n# Reason: kept, not under a marker\n"
+              "# NBVAL_SKIP\ny = 2  # NBVAL_IGNORE_OUTPUT in a comment stays")
+    assert course_hooks.without_test_plumbing(source) == (
+        "x = 1\n# Reason: kept, not under a marker\ny = 2  # NBVAL_IGNORE_OUTPUT in a comment stays")

@@ -260,7 +260,7 @@ def _last_verdict(course_root, student, name):
 
 def _long_sources(teacher):
     from capslib.classroom import hooks
-    return frozenset(hooks._source(c).strip() for c in teacher["cells"]
+    return frozenset(hooks.long_cell_key(c) for c in teacher["cells"]
                      if hooks.LONG_TAG in c.get("metadata", {}).get("tags", []))
 
 

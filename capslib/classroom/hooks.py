@@ -61,7 +61,7 @@ def long_running_sources():
     for path in sorted(paths):
         for cell in json.loads(path.read_text())["cells"]:
             if LONG_TAG in cell.get("metadata", {}).get("tags", []):
-                sources.add(_source(cell).strip())
+                sources.add(long_cell_key(cell))
     return frozenset(sources)
 
 
@@ -70,9 +70,34 @@ def _source(cell):
     return "".join(source) if isinstance(source, list) else source
 
 
+# nbval's marker and the course's one-line reason under it: the tests' plumbing, not the lesson.
+_TEST_PLUMBING = re.compile(r"^# NBVAL_[A-Z_]+[ \t]*(?:\n|$)(?:# Reason: .*(?:\n|$))?", re.M)
+
+
+def without_test_plumbing(source):
+    """``source`` without nbval's ``# NBVAL_...`` lines and the ``# Reason:`` line under each
+    (the student copies leave them out; see ``RemoveTestPlumbing``)."""
+    return _TEST_PLUMBING.sub("", source)
+
+
+def long_cell_key(cell_or_source):
+    """What makes a cell one of the course's long cells: its source, plumbing aside."""
+    source = cell_or_source if isinstance(cell_or_source, str) else _source(cell_or_source)
+    return without_test_plumbing(source).strip()
+
+
+class RemoveTestPlumbing(NbGraderPreprocessor):
+    """generate_assignment: the student copy's code cells without nbval's markers."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code":
+            cell.source = without_test_plumbing(cell.source)
+        return cell, resources
+
+
 def cell_timeout(cell):
     """nbclient's ``timeout_func``: the long allowance only for an unchanged course cell."""
-    if _source(cell).strip() in long_running_sources():
+    if long_cell_key(cell) in long_running_sources():
         return max(LONG_CELL_TIMEOUT, default_timeout())
     return default_timeout()
 

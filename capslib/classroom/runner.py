@@ -49,8 +49,7 @@ class SandboxedClient(NotebookClient):
         return super()._update_display_id(display_id, msg)
 
     def _cell_limit(self, cell):
-        source = hooks._source(cell).strip()
-        if source in self.long_sources:
+        if hooks.long_cell_key(cell) in self.long_sources:
             return max(hooks.LONG_CELL_TIMEOUT, self.limits.cell_seconds)
         seconds = self.limits.cell_seconds
         return min(seconds, hooks.AFTER_TIMEOUT) if self.timeouts else seconds
