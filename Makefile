@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Quick profile keeps tests and notebooks small enough for CI on CPUs.
 TEST_ENV := CAPSLIB_PROFILE=quick
 
-.PHONY: install lab test train bench student handout collect formgrader clean
+.PHONY: install lab teacher test train bench student handout collect formgrader clean
 
 install: $(STAMP)
 
@@ -20,6 +20,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Jupyter refuses root unless told (containers, Colab-like machines run as root).
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The student edition, for learners: JupyterLab serves student/ alone (the notebooks
+# without answers or hidden tests) with nbgrader's server and JupyterLab extensions off:
+# Jupyter reads jupyter/student/ first (JUPYTER_CONFIG_PATH), as the students' hand-out
+# does. The notebooks run in student/ and find the data, the shipped model and results/
+# one folder up (capslib.data.course_root).
+STUDENT_JUPYTER_CONFIG := $(abspath jupyter/student)
+STUDENT_LAB = JUPYTER_CONFIG_PATH="$(STUDENT_JUPYTER_CONFIG)$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))" \
+	PATH="$(abspath $(VENV))/bin:$$PATH" \
+	"$(abspath $(VENV))/bin/jupyter" lab $(LAB_ARGS) --ServerApp.root_dir="$(abspath student)"
+lab: $(STAMP)
+	$(STUDENT_LAB)
+
 # The teacher's JupyterLab starts in the course root, $(COURSE)/, serving the whole
 # repository: nbgrader's extensions find $(COURSE)/nbgrader_config.py there, so the
 # gradebook is $(COURSE)/gradebook.db (never one at the repository root), and this
@@ -27,7 +40,8 @@ LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 COURSE ?= classroom
 TEACHER_LAB = cd $(COURSE) && PATH="$(abspath $(VENV))/bin:$$PATH" \
 	"$(abspath $(VENV))/bin/jupyter" lab $(LAB_ARGS) --ServerApp.root_dir=..
-lab: $(STAMP)
+# The teacher's edition: notebooks/ (solutions, hidden tests) with nbgrader's menus.
+teacher: $(STAMP)
 	$(TEACHER_LAB) --LabApp.default_url=/lab/tree/notebooks
 
 # nbgrader's formgrader (assignments, submissions, Manage students) on $(COURSE)/.

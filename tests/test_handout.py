@@ -349,10 +349,10 @@ def test_make_formgrader_serves_the_course_root(tmp_path):
         assert bad not in log, log
 
 
-def test_make_lab_runs_nbgrader_from_the_course_root_only():
+def test_make_teacher_runs_nbgrader_from_the_course_root_only():
     if not shutil.which("make"):
         pytest.skip("no make")
-    dry = subprocess.run(["make", "--no-print-directory", "-n", "-o", f"{VENV}/.installed", "lab", f"VENV={VENV}"], cwd=ROOT,
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "-o", f"{VENV}/.installed", "teacher", f"VENV={VENV}"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert dry.startswith("cd classroom && PATH=") and f"{VENV}/bin:" in dry, dry
 
