@@ -2,6 +2,7 @@
 paths (environment.yml, constraints.txt, Makefile) must agree with it."""
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,24 @@ def test_only_capslib_is_packaged():
         find = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]
     # capslib and its subpackages (capslib.classroom: the teacher's tools), nothing else
     assert find["include"] == ["capslib", "capslib.*"]
+
+
+def test_the_built_metadata_names_the_licences(tmp_path):
+    """The wheel's METADATA (built as tests/test_installed.py builds the wheel: from a copy
+    of the sources, with this environment's setuptools) says MIT, and carries LICENSE."""
+    import subprocess
+    import sys
+    for name in ("pyproject.toml", "LICENSE", "LICENSE-TEXT.md"):
+        shutil.copy(ROOT / name, tmp_path)
+    shutil.copytree(ROOT / "capslib", tmp_path / "capslib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-c", "from setuptools import build_meta; "
+         "import os; os.mkdir('meta'); print(build_meta.prepare_metadata_for_build_wheel('meta'))"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    dist_info = tmp_path / "meta" / built.stdout.strip().splitlines()[-1]
+    metadata = (dist_info / "METADATA").read_text()
+    assert "\nLicense: MIT\n" in metadata or "\nLicense-Expression: MIT\n" in metadata, metadata
+    assert "\nClassifier: License :: OSI Approved :: MIT License\n" in metadata, metadata
+    assert "\nLicense-File: LICENSE\n" in metadata, metadata
