@@ -91,6 +91,9 @@ def main(argv=None):
                          help="folder of the run (default runs/capsnet; resumes if present)")
     p_train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                          help="Keras fit verbosity: 1 progress bar (default), 2 a line per epoch")
+    p_train.add_argument("--no-estimate", action="store_true",
+                         help="full profile: do not measure and say how long the run will take "
+                              "before training (a resumed run's own epoch times cost nothing)")
     p_eval = sub.add_parser("evaluate", help="test metrics of a saved .keras model",
                             parents=[common])
     p_eval.add_argument("model")
@@ -189,7 +192,8 @@ def _run(args):
         from capslib.train import DEFAULT_RUN_DIR, train
         # None: the time budget paused the run (it said so); a success too.
         train(_config(args), run_dir=args.run_dir or DEFAULT_RUN_DIR, data_dir=args.data_dir,
-              verbose="auto" if args.verbose is None else args.verbose)
+              verbose="auto" if args.verbose is None else args.verbose,
+              announce_time=not args.no_estimate)
         return 0
     if args.command == "evaluate":
         from capslib.config import config_for_profile

@@ -220,14 +220,16 @@ def evaluate_model(model, x, y, batch_size=100):
 
 
 def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
-          callbacks=(), flag="--run-dir"):
+          callbacks=(), flag="--run-dir", announce_time=False):
     """Run (or resume) the training job in ``run_dir``; return the metrics dict, or
     None when ``config.time_budget_s`` paused the run (call it again to go on).
 
     Raises ``ConfigError`` (a setting out of range, another recipe), before
     anything is written, and ``RunError`` (folder in use, damaged, unwritable,
     disk full, training diverged). ``flag``: the option naming the folder, for
-    messages (the experiment's is --runs-dir).
+    messages (the experiment's is --runs-dir). ``announce_time``: under the full
+    profile, say how long the run will take before training (``capslib.estimate``;
+    the command line's default).
     """
     started = time.perf_counter()  # the time budget counts from here
     config = (config or config_for_profile()).validate()
@@ -236,12 +238,12 @@ def train(config=None, run_dir=DEFAULT_RUN_DIR, data_dir=None, verbose="auto",
     # left whole and resumes (the command line handles SIGTERM alike).
     with interrupt_handling(sigterm=False), run.lock():
         try:
-            return _train(run, config, data_dir, verbose, callbacks, started)
+            return _train(run, config, data_dir, verbose, callbacks, started, announce_time)
         except OSError as e:  # one line naming the path (a full disk is DiskFull already)
             raise os_error(e, run.path, flag) from e
 
 
-def _train(run, config, data_dir, verbose, callbacks, started=None):
+def _train(run, config, data_dir, verbose, callbacks, started=None, announce_time=False):
     metrics = run.read_json(run.metrics_path, "the results of this run")
     try:
         state, damage = run.read_state(), None
@@ -304,6 +306,9 @@ def _train(run, config, data_dir, verbose, callbacks, started=None):
     if trains_on:
         if state.epochs_done:
             print(f"Resuming {run.path} after epoch {state.epochs_done} of {config.epochs}.")
+        if announce_time:  # here: the folder, recipe and data are checked, the lock is held
+            from capslib import estimate
+            estimate.announce(config, state.history, state.epochs_done, len(x_tr), len(x_val))
         start = time.perf_counter()
         paused = _fit(run, state, config, (x_tr, y_tr), (x_val, y_val), verbose, callbacks,
                       started=started)
