@@ -82,6 +82,11 @@ def measure_in_child(config, timeout=MEASUREMENT_TIMEOUT_S):
     return json.loads(lines[-1]), None
 
 
+def count(n, noun):
+    """'1 epoch', '3 epochs'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def duration(seconds):
     """'about 12.5 hours', 'about 19 min', 'about 40 s'."""
     if seconds >= 2 * 3600:
@@ -119,14 +124,14 @@ def announce(config, history, epochs_done, n_train, n_val, measure_speeds=None,
     if config.profile != "full" or epochs_done >= config.epochs:
         return None
     left = config.epochs - epochs_done
-    recipe = (f"full recipe: {config.epochs} epochs x {n_train:,} images "
+    recipe = (f"full recipe: {count(config.epochs, 'epoch')} x {count(n_train, 'image')} "
               f"(and {n_val:,} validation images an epoch)")
     logged = logged_speeds(history, n_train)
     if logged:
         per_epoch, times, speeds = logged
-        print(f"{recipe}; its {len(times)} finished epochs took {per_epoch / 60:.1f} min each "
-              f"(median; {min(times) / 60:.1f} to {max(times) / 60:.1f} min): {left} epochs "
-              f"left -> {duration(per_epoch * left)}.", file=out)
+        print(f"{recipe}; its {count(len(times), 'finished epoch')} took {per_epoch / 60:.1f} "
+              f"min each (median; {min(times) / 60:.1f} to {max(times) / 60:.1f} min): "
+              f"{count(left, 'epoch')} left -> {duration(per_epoch * left)}.", file=out)
     else:
         print(f"{recipe}. Measuring this machine's speed ({MEASURED_TRAIN_STEPS} training "
               "steps; --no-estimate skips it)...", file=out, flush=True)
@@ -139,7 +144,7 @@ def announce(config, history, epochs_done, n_train, n_val, measure_speeds=None,
         per_epoch = n_train / speeds["train_images_per_s"] + speeds["validation_s"]
         print(f"This machine trains ~{speeds['train_images_per_s']:.0f} images/s -> "
               f"{duration(per_epoch * left)} ({per_epoch / 60:.0f} min an epoch, "
-              f"{left} epochs).", file=out)
+              f"{count(left, 'epoch')}).", file=out)
     if config.time_budget_s:
         fits = max(1, min(left, int(config.time_budget_s // per_epoch)))
         print(f"This session (--time-budget {config.time_budget_s:g} s) trains about {fits} of "

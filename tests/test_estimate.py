@@ -90,7 +90,7 @@ def test_the_command_line_says_the_time_before_training_and_the_run_is_unchanged
     assert main([*TINY_FULL, "--run-dir", "measured"]) == 0
     out = capsys.readouterr().out
     first = out.splitlines()[0]
-    assert first.startswith("full recipe: 1 epochs x 32 images"), out
+    assert first.startswith("full recipe: 1 epoch x 32 images"), out
     assert "This machine trains ~" in out and "CAPSLIB_PROFILE=class" in out
     assert out.index("CAPSLIB_PROFILE=class") < out.index("test accuracy")
     assert main([*TINY_FULL, "--run-dir", "plain", "--no-estimate"]) == 0
@@ -100,3 +100,17 @@ def test_the_command_line_says_the_time_before_training_and_the_run_is_unchanged
         np.testing.assert_allclose(measured[key], plain[key], rtol=1e-6, err_msg=key)
     a, b = (json.loads((tmp_path / f"{r}/metrics.json").read_text()) for r in ("measured", "plain"))
     assert a["confusion_matrix"] == b["confusion_matrix"]
+
+
+@pytest.mark.heavy
+def test_a_resumed_run_says_its_own_epochs_time_and_measures_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    flags = [*TINY_FULL, "--epochs", "2", "--run-dir", "run"]
+    assert main([*flags, "--time-budget", "0.001", "--no-estimate"]) == 0  # pauses after 1
+    assert "paused after epoch 1 of 2" in capsys.readouterr().out
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    assert "Resuming run after epoch 1 of 2." in out
+    assert "full recipe: 2 epochs x 32 images" in out and "its 1 finished epoch took" in out
+    assert "Measuring" not in out and "1 epoch left" in out
+    assert out.index("its 1 finished epoch") < out.index("test accuracy")
