@@ -75,6 +75,8 @@ NB ?= ALL
 collect: $(STAMP)
 	$(PY) -m capslib.classroom collect $(NB) --from "$(FROM)" $(if $(ROSTER),--roster "$(ROSTER)")
 
+# The full recipe says first how long it takes on this machine (a short measurement,
+# or a resumed run's own epoch times): make train ARGS=--no-estimate skips it.
 train: $(STAMP)
 	$(PY) -m capslib train $(ARGS)
 

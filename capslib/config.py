@@ -2,8 +2,9 @@
 
 - ``full``: the course's full recipe, the paper's settings plus a flip and 50
   epochs (default for ``python -m capslib train``).
-- ``lesson``: the full data for 3 epochs, 30 to 60 minutes on 2 CPU cores
-  (homework: the training notebook run with ``CAPSLIB_PROFILE=lesson``).
+- ``lesson``: the full data for 3 epochs, about an hour on 2 CPU cores (notebook 06's
+  stored run: 19 min per epoch; homework: the training notebook run with
+  ``CAPSLIB_PROFILE=lesson``).
 - ``class``: 2 epochs on 10,000 training images, under 10 minutes on 2 CPU
   cores (the default of the training notebooks, for class time).
 - ``quick``: a small subset for a few seconds of work (CI, notebooks under test).

@@ -175,8 +175,8 @@ With conda: `conda env create -f environment.yml`, `conda activate capsnet-stude
 {table}
 
 Work through them in order. Notebooks 06 and 07 train a small model in class (under 10 minutes on
-a laptop); `CAPSLIB_PROFILE=lesson make lab` trains on all 55,000 images (30 to 60 minutes:
-homework). Interrupt training at any time: running the cell again goes on where it stopped. Your
+a laptop); `CAPSLIB_PROFILE=lesson make lab` trains on all 55,000 images (about an hour on 2
+CPU cores: homework). Interrupt training at any time: running the cell again goes on where it stopped. Your
 runs are saved in `runs/`.
 
 ## Exercises
