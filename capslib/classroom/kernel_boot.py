@@ -28,6 +28,7 @@ def _audit_hook(log_path, allowed):
     busy = []
 
     quiet = tuple(os.path.join(p, "") for p in ("/proc", "/sys", "/dev"))
+    own_cells = f"/tmp/ipykernel_{os.getpid()}/"
 
     def outside(path):
         """The path when reaching it means reaching outside the sandbox: a folder it does
@@ -37,8 +38,10 @@ def _audit_hook(log_path, allowed):
             path = os.path.abspath(os.fsdecode(path))
         except (TypeError, ValueError):
             return None
-        if os.path.join(path, "").startswith(quiet) or "/__pycache__/" in path:
-            return None  # the system's own files; compiled-code caches Python probes anywhere
+        if os.path.join(path, "").startswith(quiet) or "/__pycache__/" in path \
+                or path.startswith(own_cells):
+            return None  # the system's own files; compiled-code caches Python probes anywhere;
+            # the names IPython gives this kernel's cells (a traceback looks them up)
         if not os.path.join(path, "").startswith(allowed):
             return path
         parts = path.split(os.sep)
