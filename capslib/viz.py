@@ -228,32 +228,43 @@ def plot_pose_tweak_differences(tweaked, steps, top=4, title=None, size=2.0):
 
 
 def plot_couplings(c, class_names=CLASS_NAMES, grid=(6, 6), n_maps=32, title=None,
-                   image=None):
+                   image=None, ncols=5):
     """Coupling coefficients of one image, as a 6x6 map per class.
 
     ``c``: (1152, n_classes). Each primary position holds ``n_maps`` capsules;
     the map shows their mean coefficient towards each class, coloured by its
     difference from the uniform 1 / n_classes (white), so that small
-    departures stay visible. ``image`` (28x28) is drawn first, if given.
+    departures stay visible. The classes are laid out ``ncols`` to a row (two
+    rows of 5 for 10 classes: large enough for a projector), with one labelled
+    colour bar; ``image`` (28x28) is drawn first, left of the maps, if given.
     """
     c = np.asarray(c).reshape(grid[0], grid[1], n_maps, -1).mean(axis=2)
     n_classes = c.shape[-1]
     uniform = 1.0 / n_classes
     spread = max(float(np.abs(c - uniform).max()), 1e-6)
-    n_panels = n_classes + (image is not None)
-    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * 1.5, 2.4))
+    nrows = int(np.ceil(n_classes / ncols))
+    layout = [[f"class{row * ncols + col}" if row * ncols + col < n_classes else "."
+               for col in range(ncols)] for row in range(nrows)]
     if image is not None:
-        axes[0].imshow(_images(np.asarray(image)[None])[0], cmap="binary", vmin=0, vmax=1)
-        axes[0].set_title("input", fontsize=9)
-        axes[0].axis("off")
-    for k, ax in enumerate(axes[n_panels - n_classes:]):
+        layout = [["image"] + row for row in layout]
+    fig, axd = plt.subplot_mosaic(layout, figsize=(2.3 * (ncols + (image is not None)) + 1.2,
+                                                   2.5 * nrows + 0.8),
+                                  layout="constrained")
+    if image is not None:
+        axd["image"].imshow(_images(np.asarray(image)[None])[0], cmap="binary", vmin=0, vmax=1)
+        axd["image"].set_title("input image", fontsize=12)
+        axd["image"].set_xticks([]), axd["image"].set_yticks([])
+    maps = [axd[f"class{k}"] for k in range(n_classes)]
+    for k, ax in enumerate(maps):
         im = ax.imshow(c[..., k], cmap="RdBu_r", vmin=uniform - spread, vmax=uniform + spread)
-        ax.set_title(class_names[k], fontsize=9)
-        ax.axis("off")
-    fig.colorbar(im, ax=axes.tolist(), fraction=0.02,
-                 label=f"mean coupling (white = {uniform:.2f})")
-    if title:
-        fig.suptitle(title, fontsize=10)
+        ax.set_title(class_names[k], fontsize=12)
+        ax.set_xticks([]), ax.set_yticks([])
+    cbar = fig.colorbar(im, ax=maps, fraction=0.025, shrink=0.9)
+    cbar.set_label(f"mean coupling to the class over {n_maps} capsules per position\n"
+                   f"(white: uniform {uniform:.2f}; from {uniform - spread:.3f} to "
+                   f"{uniform + spread:.3f})", fontsize=11)
+    fig.suptitle(title or f"Coupling of each {grid[0]}x{grid[1]} position to each class",
+                 fontsize=13)
     return fig
 
 

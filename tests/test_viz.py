@@ -134,3 +134,22 @@ def test_architecture_diagram_refuses_an_unknown_part_and_names_the_valid_ones()
         viz.architecture_diagram(highlight=["decoders"])
     with pytest.raises(ValueError, match="unknown part"):
         viz.architecture_diagram(highlight="Routing")
+
+
+def test_couplings_are_a_2x5_grid_with_a_labelled_colour_bar_and_readable_text():
+    rng = np.random.default_rng(0)
+    c = rng.dirichlet(np.ones(10) * 50, size=1152)  # (1152, 10), rows sum to 1
+    fig = viz.plot_couplings(c, image=rng.random((28, 28)), title="test image")
+    try:
+        maps = [ax for ax in fig.axes if ax.get_title() in viz.CLASS_NAMES]
+        assert len(maps) == 10
+        rows = sorted({round(ax.get_position().y0, 3) for ax in maps})
+        assert len(rows) == 2  # two rows of 5, not one row of 10
+        bar = [ax for ax in fig.axes if ax.get_ylabel().startswith("mean coupling")]
+        assert len(bar) == 1 and "uniform 0.10" in bar[0].get_ylabel()
+        assert any(ax.get_title() == "input image" for ax in fig.axes)
+        assert fig.get_suptitle() == "test image"
+        texts = [t for ax in fig.axes for t in (ax.title, ax.yaxis.label)] + [fig._suptitle]
+        assert min(t.get_fontsize() for t in texts if t.get_text()) >= 10
+    finally:
+        plt.close(fig)
