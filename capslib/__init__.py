@@ -9,7 +9,8 @@ job), ``runs`` (the run folder: lock, atomic writes, state), ``viz``
 (figures), ``bench`` (throughput), ``scale`` (devices, precision), ``shipped``
 (the shipped model's folder), ``pretrained`` (shipping a run as the course's
 model), ``stats`` (intervals and tests for accuracies), ``experiment`` (does
-routing help? notebook 08), ``checks`` (the exercises' checks).
+routing help? notebook 08), ``checks`` (the exercises' checks), ``course`` (the
+course's repository URL; its files fetched, SHA-256 verified, by an installed capslib).
 
 Submodules and the names below are imported when first used (PEP 562), so
 that ``import capslib`` (and the teacher's tools, ``capslib.classroom``) do not
@@ -39,7 +40,7 @@ __version__ = "0.1.0"
 
 # The submodules `capslib.<name>` gives without an import of its own.
 _SUBMODULES = (
-    "baseline", "bench", "checks", "config", "data", "device", "evidence", "experiment",
+    "baseline", "bench", "checks", "config", "course", "data", "device", "evidence", "experiment",
     "explore", "layers", "loading", "losses", "model", "ops", "pretrained", "routing", "runs",
     "scale", "shipped", "stats", "swap", "train", "viz",
 )

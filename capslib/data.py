@@ -6,9 +6,10 @@ are used, so everything here works under TensorFlow and JAX alike.
 * ``load_fashion_mnist`` finds the four original IDX ``.gz`` files (argument,
   ``$CAPSLIB_DATA_DIR``, the course's ``data/fashion-mnist`` (see
   ``course_root``), ``data/fashion-mnist`` in the working folder or its
-  parent, Debian's ``/usr/share/datasets/fashion-mnist``, the Keras cache;
-  downloads into the Keras cache only as a last resort, and says in one line
-  how to fix it when that fails), verifies each file's SHA-256, parses the
+  parent, Debian's ``/usr/share/datasets/fashion-mnist``, the course's download
+  cache, the Keras cache; downloads the course's copy from its repository
+  (``capslib.course``: Colab, a pip install) only as a last resort, and says in
+  one line how to fix it when that fails), verifies each file's SHA-256, parses the
   IDX headers itself and returns float32 images in [0, 1] shaped
   (N, 28, 28, 1) with int64 labels. Results are cached per process and
   returned read-only so a caller cannot corrupt the cache.
@@ -26,7 +27,6 @@ import gzip
 import hashlib
 import math
 import os
-import sys
 import zlib
 from pathlib import Path
 
@@ -53,7 +53,9 @@ FILES = {
     "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
 }
 
-BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# Where the files come from when no copy is found: the course's repository
+# (``capslib.course``, one URL for the install and every download).
+DATA_FOLDER = "data/fashion-mnist"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 # The folder above the capslib package: the course repository when capslib is
 # imported from a checkout (an editable install), site-packages when installed.
@@ -95,8 +97,18 @@ def course_root():
     return folders[0] if folders else Path.cwd()
 
 
+def _course_data_dir():
+    """The course folder's ``data/fashion-mnist``; for an installed capslib (Colab, a
+    pip install) without one there, the copy fetched from the course's repository."""
+    local = course_root() / "data" / "fashion-mnist"
+    if checkout_root() is None and not local.is_dir():
+        from capslib import course
+        return course.cached(DATA_FOLDER)
+    return local
+
+
 # The course's copy of the data, found when capslib is imported.
-REPO_DATA_DIR = course_root() / "data" / "fashion-mnist"
+REPO_DATA_DIR = _course_data_dir()
 
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
 _SIDE = 28
@@ -136,7 +148,8 @@ def candidate_dirs():
     dirs.append(REPO_DATA_DIR)
     roots = working_folders() + ([checkout_root()] if checkout_root() else [])
     dirs += [root / "data" / "fashion-mnist" for root in roots]
-    dirs += [SYSTEM_DATA_DIR, _keras_cache_dir()]
+    from capslib import course
+    dirs += [SYSTEM_DATA_DIR, course.cached(DATA_FOLDER), _keras_cache_dir()]
     unique = []
     for d in dirs:
         if d not in unique:
@@ -153,33 +166,17 @@ def _not_found_fix():
 
 
 def _download():
-    """Fetch the files into the Keras cache; the last resort."""
-    cache = _keras_cache_dir()
-    print(f"Fashion-MNIST not found on this machine: downloading it into {cache} "
-          "(set CAPSLIB_DATA_DIR to use a copy you have).", file=sys.stderr)
+    """Fetch the course's copy (the four files, SHA256SUMS, LICENSE) from its
+    repository into the course's download cache; the last resort."""
+    from capslib import course
     try:
-        paths = [
-            keras.utils.get_file(
-                fname=name,
-                origin=BASE_URL + name,
-                file_hash=sha,
-                hash_algorithm="sha256",
-                cache_dir=str(cache.parents[1]),
-                cache_subdir="datasets/fashion-mnist",
-            )
-            for name, sha in FILES.items()
-        ]
-    except Exception as e:  # network errors come in many types
+        return course.fetch_folder(DATA_FOLDER)
+    except course.DownloadError as e:
         searched = ", ".join(str(d) for d in candidate_dirs())
-        # Keras wraps the network's error: say the reason underneath.
-        inner = e.__cause__ or e.__context__ or e
-        cause = " ".join(str(getattr(inner, "reason", inner)).split())[:200]
         # ``from None``: one line, not the traceback of the download.
         raise DataError(
-            f"Fashion-MNIST files not found (looked in {searched}) and the "
-            f"download from {BASE_URL} failed ({cause}). {_not_found_fix()}"
-        ) from None
-    return Path(paths[0]).parent
+            f"{e}. Fashion-MNIST was not found on this machine either (looked in {searched}). "
+            f"{_not_found_fix()}") from None
 
 
 def find_data_dir(data_dir=None):

@@ -321,6 +321,18 @@ def committed_results(name="routing-class", file="results.json"):
     where = " or ".join(str(root / "results" / name / file) for root in roots)
     make = (f", or make them with `python -m capslib experiment --profile class --out "
             f"results/{name}`" if file == "results.json" else "")
+    # An installed capslib without the course folder (Colab, a pip install): the
+    # repository's copy, fetched once into the download cache, checksums verified.
+    from capslib import course
+    folder = f"results/{name}"
+    if data.checkout_root() is None and f"{folder}/{file}" in course.manifest():
+        if course.present(folder):
+            return course.cached(folder)
+        try:
+            return course.fetch_folder(folder)
+        except course.DownloadError as e:
+            raise FileNotFoundError(
+                f"no committed results: expected {where}, and {e}{make}.") from None
     raise FileNotFoundError(
         f"no committed results: expected {where}. Open the notebook from the course folder's "
         f"notebooks/ (the course's results/ holds them){make}.")

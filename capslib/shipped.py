@@ -18,18 +18,34 @@ from pathlib import Path
 
 import numpy as np
 
+from capslib import course
 from capslib.data import checkout_root, course_root, file_sha256
 from capslib.model import CapsNet, ModelFileError
 
 
+RELATIVE = "data/capsnet-fashion-mnist"  # in the course folder and its repository
+
+
 def _shipped_dir():
     """The course folder's copy (found from the working folder, never site-packages);
-    else the checkout capslib is imported from, when that one holds the model."""
-    relative = Path("data") / "capsnet-fashion-mnist"
+    else the checkout capslib is imported from, when that one holds the model; else, for
+    an installed capslib (Colab, a pip install), the copy fetched from the course's
+    repository when first used (``capslib.course``)."""
     for root in (course_root(), checkout_root()):
-        if root is not None and (root / relative / "SHA256SUMS").is_file():
-            return root / relative
-    return course_root() / relative
+        if root is not None and (root / RELATIVE / "SHA256SUMS").is_file():
+            return root / RELATIVE
+    if checkout_root() is None:
+        return course.cached(RELATIVE)
+    return course_root() / RELATIVE
+
+
+def _fetched(folder):
+    """The cache's copy of the shipped model is fetched on first use (one line if it fails)."""
+    if course.is_cached_copy(folder) and not course.present(RELATIVE):
+        try:
+            course.fetch_folder(RELATIVE)
+        except course.DownloadError as e:
+            raise PretrainedError(f"the shipped model: {e}") from None
 
 
 SHIPPED_DIR = _shipped_dir()
@@ -43,7 +59,9 @@ class PretrainedError(ModelFileError):
 
 
 def available(folder=SHIPPED_DIR):
-    """Whether ``folder`` holds a shipped model (its checksums are checked on loading)."""
+    """Whether ``folder`` holds a shipped model (its checksums are checked on loading);
+    the download cache's copy is fetched first."""
+    _fetched(folder)
     return (Path(folder) / "SHA256SUMS").is_file()
 
 
@@ -65,6 +83,8 @@ def save_pretrained(model, folder, metrics=None, dtype="float16"):
 
 
 def _restore_hint():
+    if checkout_root() is None and course.is_cached_copy(SHIPPED_DIR):
+        return f"delete {SHIPPED_DIR} to fetch it again"
     if checkout_root() is not None:
         return "restore it with `git checkout -- data/`"
     return "copy the course's data/capsnet-fashion-mnist folder again"
@@ -73,6 +93,7 @@ def _restore_hint():
 def verify(folder):
     """Raise ``PretrainedError`` unless every file the folder's SHA256SUMS names is there
     and unchanged (the card too, when the sums name it)."""
+    _fetched(folder)
     sums_path = folder / "SHA256SUMS"
     if not sums_path.is_file():
         raise PretrainedError(

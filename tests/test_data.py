@@ -1,11 +1,12 @@
 import gzip
 import hashlib
 import shutil
+import urllib.error
 
 import numpy as np
 import pytest
 
-from capslib import data
+from capslib import course, data
 from capslib.data import (CapsuleDataset, DataError, balanced_indices, scale_images,
                           transform_images)
 
@@ -129,31 +130,48 @@ def test_explicit_dir_is_used(tmp_path, monkeypatch):
 
 @pytest.fixture
 def nowhere(tmp_path, monkeypatch):
-    """No local copy anywhere (nor in the working folder), so the loader must download."""
+    """No local copy anywhere (nor in the working folder), so the loader must download;
+    the course's repository is a folder of this test (file://), its cache one too."""
     monkeypatch.delenv("CAPSLIB_DATA_DIR", raising=False)
     monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo")
     monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
     monkeypatch.setattr(data, "PACKAGE_PARENT", tmp_path / "site-packages")  # installed
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("CAPSNET_COURSE_URL", (tmp_path / "repository").as_uri())
+    monkeypatch.setenv("CAPSNET_COURSE_CACHE", str(tmp_path / "course-cache"))
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
     return tmp_path
 
 
-def test_download_failure_is_a_data_error(nowhere, monkeypatch):
-    def offline(**kwargs):
-        raise OSError("network unreachable")
+def _repository(nowhere, monkeypatch):
+    """A tiny set in the test's repository folder; the package's manifest names it."""
+    src = write_set(nowhere / "repository" / "data" / "fashion-mnist", monkeypatch)
+    manifest = {f"data/fashion-mnist/{name}": sha for name, sha in data.FILES.items()}
+    monkeypatch.setattr(course, "manifest", lambda: manifest)
+    return src
 
-    monkeypatch.setattr(data.keras.utils, "get_file", offline)
-    with pytest.raises(DataError, match="download.*network unreachable") as err:
+
+def test_download_failure_is_a_data_error(nowhere, monkeypatch):
+    _repository(nowhere, monkeypatch)
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError(OSError("network unreachable"))
+
+    monkeypatch.setattr(course.urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match="could not download data/fashion-mnist/.*network "
+                                        "unreachable; on Colab or Kaggle check the runtime "
+                                        "has internet") as err:
         data.load_fashion_mnist()
     # One line with the fixes, and not the download's traceback.
     message = str(err.value)
     assert "\n" not in message and err.value.__cause__ is None
     assert err.value.__suppress_context__
     for fix in ("Run from the course folder", "CAPSLIB_DATA_DIR=",
-                "apt install dataset-fashion-mnist", str(nowhere / "notebooks")):
+                "apt install dataset-fashion-mnist", str(nowhere / "notebooks"),
+                (nowhere / "repository").as_uri()):
         assert fix in message
+    assert not list((nowhere / "course-cache").rglob("*.gz*"))
 
 
 @pytest.mark.parametrize("where", ["course", "course/notebooks"])
@@ -163,34 +181,39 @@ def test_data_is_found_from_the_working_folder(nowhere, monkeypatch, where):
     (nowhere / where).mkdir(exist_ok=True)
     monkeypatch.chdir(nowhere / where)
 
-    def no_download(**kwargs):
+    def no_download(*args, **kwargs):
         raise AssertionError("downloaded")
 
-    monkeypatch.setattr(data.keras.utils, "get_file", no_download)
+    monkeypatch.setattr(course, "fetch", no_download)
     assert data.find_data_dir() == src.resolve()
     assert data.load_fashion_mnist()[0][1].tolist() == [0, 9, 4]
 
 
-def test_download_goes_to_keras_cache(nowhere, monkeypatch):
-    src = write_set(nowhere / "src", monkeypatch)
+def test_download_goes_to_the_course_cache(nowhere, monkeypatch):
+    _repository(nowhere, monkeypatch)
     calls = []
-
-    def fake_get_file(fname, origin, file_hash, cache_dir, cache_subdir, **kw):
-        calls.append(origin)
-        target = data.Path(cache_dir) / cache_subdir
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / fname, target / fname)
-        return str(target / fname)
-
-    monkeypatch.setattr(data.keras.utils, "get_file", fake_get_file)
+    urlopen = course.urllib.request.urlopen
+    monkeypatch.setattr(course.urllib.request, "urlopen",
+                        lambda url, timeout=None: calls.append(url) or urlopen(url, timeout=timeout))
     (x_tr, _), _ = data.load_fashion_mnist()
-    cache = nowhere / "keras" / "datasets" / "fashion-mnist"
+    cache = nowhere / "course-cache" / "data" / "fashion-mnist"
     assert x_tr.shape == (3, 28, 28, 1)
     assert sorted(p.name for p in cache.iterdir()) == sorted(data.FILES)
-    assert all(u.startswith(data.BASE_URL) for u in calls) and len(calls) == 4
-    # Once cached, the Keras cache is found without downloading again.
+    assert len(calls) == 4 and all(u.startswith((nowhere / "repository").as_uri()) for u in calls)
+    # Once cached, the cache is found without downloading again.
     calls.clear()
     assert data.find_data_dir() == cache.resolve() and calls == []
+
+
+def test_a_download_that_is_not_the_course_file_is_refused(nowhere, monkeypatch):
+    src = _repository(nowhere, monkeypatch)
+    (src / NAMES["train_labels"]).write_bytes(b"not the labels")  # the server's copy is altered
+    with pytest.raises(DataError, match="downloaded data/fashion-mnist/train-labels-idx1-ubyte.gz "
+                                        "from file://.*not the course's file") as err:
+        data.load_fashion_mnist()
+    assert "\n" not in str(err.value) and err.value.__cause__ is None
+    assert not (nowhere / "course-cache" / "data" / "fashion-mnist" / NAMES["train_labels"]).exists()
+    assert not list((nowhere / "course-cache").rglob("*.part"))
 
 
 # -- every DataError ------------------------------------------------------------
