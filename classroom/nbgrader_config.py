@@ -41,9 +41,11 @@ c.Autograde.autograde_preprocessors = [course_hooks.ApplySandboxRun, IgnorePatte
 c.ApplySandboxRun.runs_dir = str(Path(__file__).resolve().parent / "sandboxed")
 
 # Student copies: nbval's markers (`# NBVAL_IGNORE_OUTPUT` and the `# Reason:` under it)
-# are the tests' plumbing, left out before the checksums are computed.
+# are the tests' plumbing, left out before the checksums are computed. CourseLinks adds the
+# Colab, Kaggle and Binder badges and points the install line and links above the notebooks'
+# folder at the course's repository (capslib/course.py, or $CAPSNET_COURSE_URL).
 c.GenerateAssignment.preprocessors = [
-    course_hooks.RemoveTestPlumbing, IncludeHeaderFooter, InstantiateTests, LockCells,
+    course_hooks.RemoveTestPlumbing, course_hooks.CourseLinks, IncludeHeaderFooter, InstantiateTests, LockCells,
     ClearSolutions, ClearOutput, CheckCellMetadata, ComputeChecksums, SaveCells,
     ClearHiddenTests, ClearMarkScheme, ComputeChecksums, CheckCellMetadata]
 

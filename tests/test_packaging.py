@@ -134,3 +134,69 @@ def test_the_built_metadata_names_the_licences(tmp_path):
     assert "\nLicense: MIT\n" in metadata or "\nLicense-Expression: MIT\n" in metadata, metadata
     assert "\nClassifier: License :: OSI Approved :: MIT License\n" in metadata, metadata
     assert "\nLicense-File: LICENSE\n" in metadata, metadata
+
+
+# -- Colab, Kaggle and Binder (capslib.course) --------------------------------------
+
+
+def test_the_shipped_manifest_is_the_repository_s_data_and_results():
+    """The SHA-256 the package ships for the files it fetches are this checkout's."""
+    from capslib import course
+    assert course.manifest_text(ROOT) == (ROOT / "capslib" / "_course_files.py").read_text(), \
+        "data/ or results/ changed: run `python -m capslib.course --write-manifest`"
+    from capslib import data
+    assert {f"data/fashion-mnist/{n}": sha for n, sha in data.FILES.items()}.items() \
+        <= course.manifest().items()
+
+
+def _first_code_cell(path):
+    import json
+    cells = json.loads(path.read_text())["cells"]
+    return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+
+
+def test_every_notebook_installs_the_course_on_colab_and_kaggle_only():
+    from capslib import course
+    heads = {}
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        source = _first_code_cell(path)
+        heads[path.name] = source.split("import capslib  # first")[0]
+    assert len(set(heads.values())) == 1, "the notebooks' setup lines differ"
+    head = next(iter(heads.values()))
+    assert 'if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:' in head
+    assert f'"CAPSNET_COURSE_URL", "{course.REPOSITORY}")' in head
+    # Outside Colab and Kaggle nothing of it runs: the lines under the `if` are indented.
+    inside = head.split("os.environ:", 1)[1].splitlines()[1:]
+    assert inside and all(line.startswith("    ") for line in inside if line.strip())
+
+
+def test_student_copies_open_on_colab_kaggle_and_binder():
+    from capslib import course
+    for path in sorted((ROOT / "student").glob("[0-9][0-9]_*.ipynb")):
+        text = path.read_text()
+        for link in course.launch_links(path.name, course.REPOSITORY).values():
+            assert link in text, (path.name, link)
+        assert "](../" not in text, f"{path.name}: a link outside student/"
+
+
+def test_binder_installs_the_student_edition_only(project):
+    postbuild = ROOT / "binder" / "postBuild"
+    assert postbuild.stat().st_mode & 0o111, "repo2docker runs postBuild: it must be executable"
+    extras = re.findall(r'"\.\[([^\]]*)\]"', postbuild.read_text())
+    assert extras == ["notebooks"], extras
+    assert set(extras[0].split(",")) <= set(project["optional-dependencies"])
+    assert "-c constraints.txt" in postbuild.read_text()
+    assert (ROOT / "binder" / "runtime.txt").read_text().startswith("python-3.")
+
+
+def test_course_urls_come_from_one_setting(monkeypatch):
+    from capslib import course
+    monkeypatch.delenv("CAPSNET_COURSE_URL", raising=False)
+    assert course.raw_url("data/x y.gz").startswith("https://raw.githubusercontent.com/")
+    monkeypatch.setenv("CAPSNET_COURSE_URL", "http://127.0.0.1:8000/course/")
+    assert course.raw_url("data/x y.gz") == "http://127.0.0.1:8000/course/data/x%20y.gz"
+    assert course.launch_links("01_data.ipynb") == {}  # Colab and co. read GitHub only
+    monkeypatch.setenv("CAPSNET_COURSE_URL", "https://github.com/someone/fork.git")
+    links = course.launch_links("01_data.ipynb")
+    assert links["Colab"].endswith("/github/someone/fork/blob/main/student/01_data.ipynb")
+    assert "v2/gh/someone/fork/main?labpath=student%2F01_data.ipynb" in links["Binder"]

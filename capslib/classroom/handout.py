@@ -259,7 +259,8 @@ def generated_files(plan, root=ROOT):
     notebooks = [src for dst, src in plan.items() if dst.startswith(f"{NOTEBOOK_FOLDER}/")]
     readme = STUDENT_README.replace("{notebooks}", NOTEBOOK_FOLDER).replace(
         "{table}", notebook_titles(notebooks))
-    # Notebook 06 links to ../README.md#performance: the measured runs behind results/.
+    # The README's Performance section: the measured runs behind results/ (notebook 06's
+    # student copy links to the repository's README for them).
     performance = readme_section("Performance", Path(root) / "README.md")
     if performance:
         readme += "\n" + performance + "\n"

@@ -95,6 +95,48 @@ class RemoveTestPlumbing(NbGraderPreprocessor):
         return cell, resources
 
 
+# The first cell's install line on Colab and Kaggle: the repository's URL, as the default.
+_INSTALL_URL = re.compile(r'(os\.environ\.get\("CAPSNET_COURSE_URL",\s*")[^"]*(")')
+# A Markdown link to a file of the repository outside the notebooks' folder.
+_UP_LINK = re.compile(r"\]\(\.\./([^)\s]+)\)")
+
+
+class CourseLinks(NbGraderPreprocessor):
+    """generate_assignment: the student copy as it opens on Colab, Kaggle or Binder, all made
+    from the configured repository URL (``capslib.course``: ``REPOSITORY`` or
+    ``$CAPSNET_COURSE_URL`` when the copies are made):
+
+    - launch badges under the first Markdown cell's title;
+    - the first cell's install line (inert outside Colab and Kaggle) names that repository;
+    - links to files above the notebooks' folder (``../README.md#performance``), which a
+      student's JupyterLab (it serves ``student/`` alone), Colab and Kaggle cannot open,
+      point at the repository's page of that file.
+    """
+
+    def preprocess(self, nb, resources):
+        from capslib import course
+        self._url = course.repository_url()
+        name = resources.get("nbgrader", {}).get("notebook") or resources.get(
+            "unique_key") or ""
+        self._badges = course.badges(f"{name}.ipynb", self._url) if name else ""
+        self._first_markdown = True
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        from capslib import course
+        if cell.cell_type == "code":
+            cell.source = _INSTALL_URL.sub(lambda m: f"{m.group(1)}{self._url}{m.group(2)}",
+                                           cell.source)
+        elif cell.cell_type == "markdown":
+            cell.source = _UP_LINK.sub(lambda m: f"]({course.page_url(m.group(1), self._url)})",
+                                       cell.source)
+            if self._first_markdown and self._badges:
+                title, _, rest = cell.source.partition("\n")
+                cell.source = "\n\n".join(filter(None, (title, self._badges, rest.lstrip("\n"))))
+            self._first_markdown = False
+        return cell, resources
+
+
 def cell_timeout(cell):
     """nbclient's ``timeout_func``: the long allowance only for an unchanged course cell."""
     if long_cell_key(cell) in long_running_sources():
