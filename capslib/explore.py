@@ -29,6 +29,8 @@ from capslib.data import CLASS_NAMES
 from capslib.routing import routing_rounds
 
 FONT = 11  # every label at least 10 pt: readable on a projector
+READOUT_PX = 64       # a pose slider's readout box: "-0.999" is 48 px at the widgets' font
+SLIDER_MIN_PX = 270   # a pose slider's narrowest: 48 px name, a 100+ px track, the readout
 
 
 def _widgets():
@@ -254,14 +256,17 @@ class PoseExplorer(_Explorer):
         self.reconstruction_view = w.Image(format="png", width=px)
         self.reconstruction_view.add_class("capslib-reconstruction")
         self.info = w.HTML()
-        # Room for readouts such as "-0.125": the default box (72 px) clips the last digit.
-        css = w.HTML("<style>.capslib-pose-slider .widget-readout {min-width: 84px}</style>",
+        # Each readout ("-0.125": a pose number is at most 1 in size) in a box of a fixed
+        # width that no neighbour can squeeze.
+        css = w.HTML(f"<style>.capslib-pose-slider .widget-readout {{width: {READOUT_PX}px; "
+                     f"min-width: {READOUT_PX}px; flex: 0 0 auto}}</style>",
                      layout=w.Layout(display="none"))
         self.sliders = []
         for d in range(n_dims):
+            # Each slider fills its cell of the grid below (never wider than the cell).
             slider = w.FloatSlider(description=f"dim {d}", readout_format=".3f",
                                    continuous_update=True, style={"description_width": "48px"},
-                                   layout=w.Layout(width="330px"))
+                                   layout=w.Layout(width="auto", min_width="0"))
             slider.add_class("capslib-pose-slider")
             slider.observe(self._on_slider, names="value")
             self.sliders.append(slider)
@@ -270,16 +275,31 @@ class PoseExplorer(_Explorer):
         self.class_picker.observe(
             lambda change: self._hold or self.select(self.index, change["new"]), names="value")
         self.reset_button.on_click(lambda _: self.reset())
-        half = (n_dims + 1) // 2
         caption = {"font_size": "13px"}
+        keep = w.Layout(flex="0 0 auto")  # drawn whole, never squeezed by its neighbours
         pictures = w.HBox([
-            w.VBox([w.Label("original", style=caption), self.original_view]),
-            w.VBox([w.Label("decoded from the pose", style=caption), self.reconstruction_view]),
-        ])
+            w.VBox([w.Label("original", style=caption), self.original_view], layout=keep),
+            w.VBox([w.Label("decoded from the pose", style=caption), self.reconstruction_view],
+                   layout=keep),
+        ], layout=keep)
+        # The sliders in a grid of two columns (dim 0 | dim 1, dim 2 | dim 3, ...) that
+        # sits beside the pictures where the output area has room and wraps below them
+        # where it has not; one column where even two do not fit. (Two columns of 330 px
+        # sliders beside the pictures needed ~1,130 px, more than the output area has in
+        # JupyterLab below ~1,900 px windows: the columns shrank, the sliders overflowed
+        # them, so each readout was hidden under the next column or past the area's edge,
+        # shown only by scrolling that column sideways.)
+        column = f"{SLIDER_MIN_PX}px"
+        self.slider_grid = w.GridBox(self.sliders, layout=w.Layout(
+            grid_template_columns=(f"repeat(auto-fill, minmax(max({column}, "
+                                   "calc(50% - 4px)), 1fr))"),
+            grid_gap="0 8px", flex=f"1 1 {2 * SLIDER_MIN_PX + 8}px", min_width=column,
+            max_width="900px", overflow="visible"))
+        self.slider_grid.add_class("capslib-pose-sliders")
+        wrap = w.Layout(flex_flow="row wrap", align_items="flex-start")
         self.widget = w.VBox([
-            w.HBox([self.image_slider, self.class_picker, self.reset_button]),
-            w.HBox([pictures,
-                    w.VBox(self.sliders[:half]), w.VBox(self.sliders[half:])]),
+            w.HBox([self.image_slider, self.class_picker, self.reset_button], layout=wrap),
+            w.HBox([pictures, self.slider_grid], layout=wrap),
             self.info, css,
         ])
         self.widget.add_class("capslib-pose-explorer")

@@ -2,10 +2,15 @@
 
 Starts JupyterLab on loopback with a notebook in a temporary folder, runs
 every cell from the Run menu, moves a pose slider with the keyboard and checks
-that the reconstruction drawn on the page changes. A screenshot is saved to
-``SCREENSHOT``. Needs Playwright (``pip install playwright``, the dev extra;
-no ``playwright install``: it drives Debian's ``chromium``, which ``.ci/run``
-installs); skipped with the reason when either is missing.
+that the reconstruction drawn on the page changes. Then it moves another slider
+to a negative value and checks what is drawn at window widths from 1,024 to
+1,920 px: every slider's readout whole (its text inside its box, its box inside
+the slider and inside what its ancestors show, nothing drawn over it) and
+saying the slider's value. Screenshots are saved to ``SCREENSHOT`` and, one
+per width, ``explorer_<width>.png`` beside it. Needs Playwright (``pip install
+playwright``, the dev extra; no ``playwright install``: it drives Debian's
+``chromium``, which ``.ci/run`` installs); skipped with the reason when either
+is missing.
 """
 import json
 import os
@@ -30,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "07_interpretation.ipynb"
 RUN_TIMEOUT_S = 300       # Run All Cells until the kernel is idle again (07: ~100 s, quick)
 SCREENSHOT = Path(tempfile.gettempdir()) / "explorer.png"
+WIDTHS = (1024, 1280, 1440, 1920)  # browser windows (px) where every readout must be whole
 CHROMIUM = os.environ.get("CAPSLIB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 SETUP = """\
@@ -158,6 +164,77 @@ def lab(tmp_path, browser_api):
         log.close()
 
 
+# Each pose slider's readout as drawn: its box, its text's box, the slider's box, the
+# part of the page its ancestors leave visible (the window cut by every ancestor that
+# clips or scrolls its overflow), whether an ancestor had to scroll sideways to show
+# it, and which of three points along its text show something else on top of it.
+# Measured as a reader sees it: scrolled into view vertically, nothing scrolled sideways.
+READOUTS_AS_DRAWN = """(explorer) => Array.from(
+        explorer.querySelectorAll('.capslib-pose-slider')).map((slider, dim) => {
+    const readout = slider.querySelector('.widget-readout');
+    // (not <body>: its overflow is the window's, and its own box is 0 px high in Lab)
+    const ancestors = [];
+    for (let e = readout.parentElement; e && e !== document.body; e = e.parentElement) {
+        ancestors.push(e);
+    }
+    readout.scrollIntoView({block: 'center', inline: 'nearest'});
+    const scrolled = ancestors.filter((e) => e.scrollLeft > 0).map((e) => e.className);
+    ancestors.forEach((e) => { e.scrollLeft = 0; });
+    const rect = (r) => [r.left, r.top, r.right, r.bottom];
+    const range = document.createRange();
+    range.selectNodeContents(readout);
+    let visible = [0, 0, window.innerWidth, window.innerHeight];
+    for (const e of ancestors) {
+        const style = getComputedStyle(e), r = e.getBoundingClientRect();
+        if (style.overflowX !== 'visible') {
+            visible[0] = Math.max(visible[0], r.left); visible[2] = Math.min(visible[2], r.right);
+        }
+        if (style.overflowY !== 'visible') {
+            visible[1] = Math.max(visible[1], r.top); visible[3] = Math.min(visible[3], r.bottom);
+        }
+    }
+    const box = readout.getBoundingClientRect(), text = range.getBoundingClientRect();
+    const y = (box.top + box.bottom) / 2;
+    const covered = [text.left + 1, (text.left + text.right) / 2, text.right - 1].filter((x) => {
+        const hit = document.elementFromPoint(x, y);
+        return !(hit && readout.contains(hit));
+    }).map(Math.round);
+    return {dim: dim, text: readout.textContent, display: getComputedStyle(readout).display,
+            value: slider.querySelector('.noUi-handle').getAttribute('aria-valuetext'),
+            box: rect(box), text_box: rect(text), widget: rect(slider.getBoundingClientRect()),
+            visible: visible, scrolled: scrolled, covered: covered,
+            scroll_width: readout.scrollWidth, client_width: readout.clientWidth};
+})"""
+
+
+def _readout_problems(readouts, width):
+    """What is wrong with each readout as drawn (an empty list: every one whole)."""
+    def inside(inner, outer):  # boxes as [left, top, right, bottom]; half a pixel spare
+        return (inner[0] >= outer[0] - 0.5 and inner[1] >= outer[1] - 0.5
+                and inner[2] <= outer[2] + 0.5 and inner[3] <= outer[3] + 0.5)
+
+    problems = []
+    for r in readouts:
+        where = f"{width} px window, dim {r['dim']} ({r['text']!r})"
+        expected = format(float(r["value"]), ".3f").replace("-", "\u2212")  # d3's minus sign
+        if r["display"] == "none" or r["text"] != expected:
+            problems.append(f"{where}: reads {r['text']!r}, the slider's value is {expected!r}")
+        if r["scroll_width"] > r["client_width"]:
+            problems.append(f"{where}: text {r['scroll_width']} px wide in a "
+                            f"{r['client_width']} px box")
+        if not inside(r["text_box"], r["box"]):
+            problems.append(f"{where}: text {r['text_box']} outside its box {r['box']}")
+        if not inside(r["box"], r["widget"]):
+            problems.append(f"{where}: readout {r['box']} outside its slider {r['widget']}")
+        if not inside(r["box"], r["visible"]):
+            problems.append(f"{where}: readout {r['box']} outside the visible {r['visible']}")
+        if r["scrolled"]:
+            problems.append(f"{where}: shown only by scrolling sideways ({r['scrolled']})")
+        if r["covered"]:
+            problems.append(f"{where}: drawn over at x = {r['covered']}")
+    return problems
+
+
 IMAGE_BYTES = """async (img) => {
     const response = await fetch(img.src);
     return Array.from(new Uint8Array(await response.arrayBuffer())).join(",");
@@ -212,6 +289,26 @@ def test_pose_slider_redraws_the_reconstruction_in_jupyterlab(lab, browser_api):
                 info = page.locator(".capslib-pose-explorer .widget-html").first.inner_text()
                 page.locator(".capslib-pose-explorer").first.scroll_into_view_if_needed()
                 page.screenshot(path=str(SCREENSHOT))
+                # A negative readout: another slider whose range goes below 0, to its minimum.
+                handles = page.locator(".capslib-pose-slider .noUi-handle")
+                lowest = [float(handles.nth(d).get_attribute("aria-valuemin"))
+                          for d in range(handles.count())]
+                negative = next((d for d, low in enumerate(lowest) if low < 0 and d != 3), None)
+                assert negative is not None, f"no slider's range goes below 0: {lowest}"
+                handles.nth(negative).focus()
+                page.keyboard.press("Home")
+                page.wait_for_function(
+                    "(d) => document.querySelectorAll('.capslib-pose-slider .widget-readout')"
+                    "[d].textContent.startsWith('\u2212')", arg=negative, timeout=20_000)
+                page.wait_for_timeout(500)  # its decode, and the info line after it
+                explorer = page.locator(".capslib-pose-explorer").first
+                drawn = {}
+                for width in WIDTHS:
+                    page.set_viewport_size({"width": width, "height": 1000})
+                    page.wait_for_timeout(500)  # JupyterLab lays its panels out again
+                    drawn[width] = explorer.evaluate(READOUTS_AS_DRAWN)
+                    explorer.scroll_into_view_if_needed()
+                    explorer.screenshot(path=str(SCREENSHOT.with_name(f"explorer_{width}.png")))
             except Exception:
                 page.screenshot(path=str(SCREENSHOT))  # what the page showed
                 raise
@@ -220,8 +317,17 @@ def test_pose_slider_redraws_the_reconstruction_in_jupyterlab(lab, browser_api):
     elapsed = time.perf_counter() - started
     print(f"\nbrowser test: explorer shown after {shown_at:.1f} s, all cells run after "
           f"{idle_at:.1f} s, done in {elapsed:.1f} s; "
-          f"dim 3 moved from {value_before} to {value_after}; screenshot {SCREENSHOT}")
+          f"dim 3 moved from {value_before} to {value_after}, dim {negative} to its minimum; "
+          f"screenshots {SCREENSHOT}, explorer_{{{','.join(map(str, WIDTHS))}}}.png")
     number = lambda text: float(text.replace("\u2212", "-"))  # noqa: E731 (d3's minus sign)
     assert number(value_after) > number(value_before)
     assert after != before, "the reconstruction on the page did not change"
     assert "tweaked: [3]" in info, info  # the browser's other sliders left the pose alone
+    for width, readouts in drawn.items():
+        assert len(readouts) == len(lowest), f"{width} px: {len(readouts)} readouts"
+        assert readouts[negative]["text"].startswith("\u2212"), readouts[negative]
+    problems = {width: _readout_problems(readouts, width) for width, readouts in drawn.items()}
+    assert not any(problems.values()), (
+        "readouts not whole (problems per window width: "
+        + ", ".join(f"{width} px: {len(found)}" for width, found in problems.items()) + ")\n"
+        + "\n".join(p for found in problems.values() for p in found[:6]))
