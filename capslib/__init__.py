@@ -79,23 +79,6 @@ def __dir__():
     return sorted({*globals(), *_SUBMODULES, *_NAMES})
 
 
-class _Guarded:
-    """A submodule's loader whose import runs under ``_startup.ctrl_c_not_lost``."""
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        with _startup.ctrl_c_not_lost():
-            self._loader.exec_module(module)
-
-    def __getattr__(self, name):  # get_source, get_resource_reader, ...
-        return getattr(self._loader, name)
-
-
 class _GuardedSubmodules:
     """`import capslib.train` straight away (the notebooks do) gets the protection
     `capslib.train` through ``__getattr__`` gets: it may be what imports Keras."""
@@ -107,7 +90,7 @@ class _GuardedSubmodules:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _Guarded(spec.loader)
+            spec.loader = _startup.WrappedLoader(spec.loader, _startup.ctrl_c_not_lost)
         return spec
 
 

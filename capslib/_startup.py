@@ -112,3 +112,21 @@ def quiet_unraisable(*exception_types):
     if sys.unraisablehook is not _hook:  # (again, if someone replaced it since)
         _previous_hook[:] = [sys.unraisablehook]
         sys.unraisablehook = _hook
+
+
+class WrappedLoader:
+    """An import loader whose ``exec_module`` runs inside ``context()`` (a context manager
+    factory): how capslib guards the imports that load Keras, TensorFlow or JAX."""
+
+    def __init__(self, loader, context):
+        self._loader, self._context = loader, context
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with self._context():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name):  # get_source, get_resource_reader, ...
+        return getattr(self._loader, name)

@@ -18,6 +18,8 @@ import re
 import sys
 import tempfile
 
+from capslib._startup import WrappedLoader
+
 _NOTICE = re.compile(
     r"^(I\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "  # absl INFO lines (oneDNN, CUDA, CPU)
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -62,23 +64,6 @@ def startup_notices_dropped():
                     os.write(2, kept.encode())
 
 
-class _QuietLoader:
-    """TensorFlow's loader, its ``exec_module`` run under ``startup_notices_dropped``."""
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        with startup_notices_dropped():
-            self._loader.exec_module(module)
-
-    def __getattr__(self, name):  # get_source, get_resource_reader, ...
-        return getattr(self._loader, name)
-
-
 class QuietTensorFlowImport:
     """A ``sys.meta_path`` finder for the top-level ``tensorflow`` package only."""
 
@@ -88,7 +73,7 @@ class QuietTensorFlowImport:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _QuietLoader(spec.loader)
+            spec.loader = WrappedLoader(spec.loader, startup_notices_dropped)
         return spec
 
 

@@ -127,7 +127,8 @@ def files_under(folder):
     return [path for path in manifest() if path.startswith(prefix)]
 
 
-def _sha256(path):
+def file_sha256(path):
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -150,7 +151,7 @@ def fetch(path, cache=None):
     if expected is None:
         raise DownloadError(f"{path}: not a file of the course this capslib knows (its manifest)")
     target = Path(cache or cache_dir()) / path
-    if target.is_file() and _sha256(target) == expected:
+    if target.is_file() and file_sha256(target) == expected:
         return target
     url = raw_url(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,7 @@ def tracked_files(root):
 
 
 def manifest_text(root):
-    rows = "".join(f"    {path!r}: {_sha256(Path(root) / path)!r},\n" for path in tracked_files(root))
+    rows = "".join(f"    {path!r}: {file_sha256(Path(root) / path)!r},\n" for path in tracked_files(root))
     return ('"""SHA-256 of the course files capslib can fetch (capslib.course); written by\n'
             '``python -m capslib.course --write-manifest`` from a checkout. Do not edit."""\n'
             f"FILES = {{\n{rows}}}\n")

@@ -24,7 +24,6 @@ are used, so everything here works under TensorFlow and JAX alike.
 
 import functools
 import gzip
-import hashlib
 import math
 import os
 import zlib
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+from capslib.course import file_sha256  # noqa: F401  (capslib.data.file_sha256, used by others)
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -205,15 +206,6 @@ def find_data_dir(data_dir=None):
         if _has_all_files(d):
             return d.resolve()
     return _download().resolve()
-
-
-def file_sha256(path):
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_idx(path, magic, dims):

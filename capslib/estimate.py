@@ -18,7 +18,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 
 # Timed steps of the measurement (after one step that traces the graph).
 MEASURED_TRAIN_STEPS = 5
@@ -27,45 +26,10 @@ MEASURED_INFER_STEPS = 3
 MEASUREMENT_TIMEOUT_S = 600
 
 
-def measure(config, train_steps=MEASURED_TRAIN_STEPS, infer_steps=MEASURED_INFER_STEPS):
-    """Training and inference images/s of ``config``'s model, here, on synthetic images.
-
-    Runs in this process (``measure_in_child`` is what the job calls)."""
-    import keras
-    import numpy as np
-
-    from capslib import data, scale
-    from capslib.train import _targets, build_for_config
-
-    batch = config.batch_size
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    n = batch * max(train_steps, infer_steps)
-    images = rng.random((n, 28, 28, 1), dtype=np.float32)
-    labels = rng.integers(0, 10, n)
-
-    def batches(count):
-        return data.CapsuleDataset(images[:batch * count], labels[:batch * count],
-                                   batch_size=batch, shuffle=False, augment=config.augment,
-                                   max_shift=config.max_shift, flip=config.flip,
-                                   targets=_targets(config))
-
-    with scale.training_scope(config):
-        model = build_for_config(config, steps_per_epoch=train_steps)
-        model.fit(batches(1), epochs=1, verbose=0, shuffle=False)  # traces the graph
-        start = time.perf_counter()
-        model.fit(batches(train_steps), epochs=1, verbose=0, shuffle=False)
-        train_speed = batch * train_steps / (time.perf_counter() - start)
-        model.predict(images[:batch], batch_size=batch, verbose=0)
-        start = time.perf_counter()
-        model.predict(images[:batch * infer_steps], batch_size=batch, verbose=0)
-        infer_speed = batch * infer_steps / (time.perf_counter() - start)
-    return {"train_images_per_s": train_speed, "infer_images_per_s": infer_speed}
-
-
 def measure_in_child(config, timeout=MEASUREMENT_TIMEOUT_S):
-    """``measure(config)`` in a child process: (speeds, None), or (None, why not)."""
-    command = [sys.executable, "-m", "capslib.estimate", json.dumps(config.to_dict())]
+    """``capslib.estimate_probe.measure(config)`` in a child process (the run's own random
+    state untouched): (speeds, None), or (None, why not)."""
+    command = [sys.executable, "-m", "capslib.estimate_probe", json.dumps(config.to_dict())]
     try:
         # An interrupt (Ctrl-C, SIGTERM) raised while waiting kills the child too.
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -165,8 +129,3 @@ def _point_to_smaller_profiles(n_train, speeds, out):
           f"{in_class.train_limit:,} images, {duration(cost(in_class))}); homework: "
           f"CAPSLIB_PROFILE=lesson ({lesson.epochs} epochs, {duration(cost(lesson))}).",
           file=out)
-
-
-if __name__ == "__main__":  # the child of measure_in_child: one JSON line
-    from capslib.config import TrainConfig
-    print(json.dumps(measure(TrainConfig(**json.loads(sys.argv[1])))))
