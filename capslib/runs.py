@@ -79,10 +79,19 @@ class Interrupted(KeyboardInterrupt):
 
 _received = []  # the signals received since interrupt_handling() began
 _depth = [0]  # nested interrupt_handling() (the command line around train()): one owner
+_in_keras_loop = [0]  # Keras loops (fit, evaluate, predict) under way with StopOnSignal
 
 
 def _on_signal(signum, frame):
     _received.append(signum)
+    if _in_keras_loop[0]:
+        # An exception raised at an arbitrary point inside a Keras loop can interrupt
+        # TensorFlow's own clean-up (its data iterators, a second signal mid-unwind),
+        # which once ended in "free(): invalid next size" (exit -6). Inside a loop the
+        # signal is only noted; StopOnSignal raises it at the end of the current batch.
+        if len(_received) == 1:
+            os.write(2, b"\nStopping after the current batch (every kept file stays whole)...\n")
+        return
     raise Interrupted(signum)
 
 
@@ -142,6 +151,7 @@ def interrupt_handling(sigterm=True, restore=True):
         raise KeyboardInterrupt(str(e)) from None
     finally:
         _depth[0] = 0
+        _in_keras_loop[0] = 0
         for sig, handler in previous.items():
             signal.signal(sig, handler if restore else signal.SIG_IGN)
         del _received[:]
@@ -153,13 +163,34 @@ def _in_main_thread():
 
 
 def check_interrupted():
-    """Raise ``Interrupted`` if a signal came during a call that swallowed it."""
+    """Raise ``Interrupted`` if a signal came during a call that swallowed it (or, inside
+    a Keras loop with ``StopOnSignal``, one that was only noted)."""
     if _received:
+        _in_keras_loop[0] = 0  # the exception leaves every loop
         raise Interrupted(_received[-1])
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Acts on a signal a Keras or JAX call swallowed, at the next batch."""
+    """Stops a Keras loop at the end of the batch during which Ctrl-C or SIGTERM came.
+
+    While the loop runs (``fit`` with its validation, ``evaluate``, ``predict``) the
+    signal handler of ``interrupt_handling`` only notes the signal: raising it at an
+    arbitrary point inside TensorFlow is not safe. Then at each batch's end (and each
+    epoch's start) ``check_interrupted()`` raises ``Interrupted``; so does a signal a
+    Keras or JAX call swallowed. A loop that ends by another exception leaves signals
+    noted until the next check (the next batch, or the end of ``interrupt_handling``).
+    """
+
+    def _begin(self, logs=None):
+        _in_keras_loop[0] += 1
+        check_interrupted()
+
+    def _end(self, logs=None):
+        _in_keras_loop[0] = max(0, _in_keras_loop[0] - 1)
+        check_interrupted()
+
+    on_train_begin = on_test_begin = on_predict_begin = _begin
+    on_train_end = on_test_end = on_predict_end = _end
 
     def on_train_batch_end(self, batch, logs=None):
         check_interrupted()

@@ -890,3 +890,28 @@ def test_a_signal_swallowed_while_the_command_starts_still_stops_it():
     assert job.stdout.split() == ["went", "on"]
     assert job.stderr.count("Stopped by SIGTERM while starting") == 1
     assert "Exception ignored" not in job.stderr and "Traceback" not in job.stderr
+
+
+def test_inside_a_keras_loop_a_signal_waits_for_the_end_of_the_batch(default_sigint):
+    # Raising inside TensorFlow's loop (its iterators, a second signal during the unwind)
+    # once ended in "free(): invalid next size" (exit -6): inside fit/evaluate/predict the
+    # handler only notes the signal, and StopOnSignal raises it when the batch ends.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    seen = []
+
+    class SignalDuringBatch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler has run: nothing was raised here
+                seen.append(batch)
+
+    x = np.zeros((64, 2), "float32")
+    with pytest.raises(KeyboardInterrupt):
+        with runs.interrupt_handling(sigterm=False):
+            model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0,
+                      callbacks=[SignalDuringBatch(), runs.StopOnSignal()])
+    assert seen == [1]  # the batch ran to its end; the loop stopped after it
+    assert runs._in_keras_loop == [0]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
