@@ -41,8 +41,8 @@ __version__ = "0.1.0"
 # The submodules `capslib.<name>` gives without an import of its own.
 _SUBMODULES = (
     "baseline", "bench", "checks", "config", "course", "data", "device", "evidence", "experiment",
-    "explore", "layers", "loading", "losses", "model", "ops", "pretrained", "routing", "runs",
-    "scale", "shipped", "stats", "swap", "train", "viz",
+    "explore", "layers", "loading", "losses", "model", "ops", "pretrained", "rounds", "routing",
+    "runs", "scale", "shipped", "stats", "swap", "train", "viz",
 )
 # name -> the submodule that defines it
 _NAMES = {

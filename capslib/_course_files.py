@@ -58,4 +58,7 @@ FILES = {
     'results/routing-class/capsnet_r3_no_decoder/predictions.npz': '48da73e494485029f1976bd44834931557ac2937e8efd8c0e3e1319f7c32fd1a',
     'results/routing-class/comparisons.md': '44eb2d1152324ec5462d36b6612fd3121cbb8eaa612a37e37dd38e172be48cd5',
     'results/routing-class/results.json': '791b821c4a648ee11dcdb6905c4ce6cd2682d301baedfa39da5cc8a16833482e',
+    'results/routing-rounds/README.md': 'f84738a92f9eef6d3046f3b4009566f627b4a2788febec3ada4cc2a441ee8166',
+    'results/routing-rounds/predictions.npz': 'c658cda522082e3c736b7baac87025a64d7304c4e46608b7cac20988e5a69efd',
+    'results/routing-rounds/results.json': 'c1c213cc2ff6d028b9de63dc0b70d6338804efb494f3d34d6b230ba20adbd528',
 }

@@ -292,6 +292,37 @@ def plot_transformed_accuracy(results, title=None):
     return fig
 
 
+def plot_paired_differences(rows, label=None, title=None, alpha=0.05):
+    """Forest plot of comparisons: each row's difference of accuracy (points) with its 95%
+    interval, a filled dot where the Holm-corrected p is below ``alpha``, an open one where it
+    is not. ``rows``: dicts with ``difference``, ``low``, ``high`` (fractions) and ``holm``, as
+    ``capslib.experiment.comparisons`` and ``capslib.rounds.comparisons`` return; ``label(row)``
+    names a row (default: ``"set: a vs b"``). Rows are drawn top to bottom in order."""
+    label = label or (lambda row: f"{row['set']}: {row['a']} vs {row['b']}")
+    rows = list(rows)
+    y = np.arange(len(rows))[::-1]
+    diff = np.array([100 * r["difference"] for r in rows])
+    low = np.array([100 * r["low"] for r in rows])
+    high = np.array([100 * r["high"] for r in rows])
+    kept = np.array([r["holm"] < alpha for r in rows])
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.6))
+    ax.errorbar(diff, y, xerr=[diff - low, high - diff], fmt="none", ecolor="0.35",
+                elinewidth=1.8, capsize=3)
+    ax.plot(diff[kept], y[kept], "o", color="tab:blue", markersize=8,
+            label=f"Holm p < {alpha:g}: a difference")
+    ax.plot(diff[~kept], y[~kept], "o", markerfacecolor="white", color="tab:blue",
+            markersize=8, label="none detected")
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(y, [label(r) for r in rows], fontsize=10)
+    ax.set_xlabel("a - b: difference of accuracy (points; bars: paired 95% interval)",
+                  fontsize=11)
+    ax.set_title(title or "Paired differences, with their intervals", fontsize=13)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=10, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_shift_sweep(results, title=None):
     """Accuracy and the mean score of the true class against a horizontal shift,
     one line per model; the band marks the shifts seen in training."""
