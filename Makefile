@@ -56,7 +56,7 @@ formgrader: $(STAMP)
 TEST_WORKERS ?= 2
 XDIST = -p xdist -n $(TEST_WORKERS) --dist loadfile
 test: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q $(XDIST) --durations=8 tests
+	$(TEST_ENV) $(PY) -m pytest -q $(XDIST) --durations=20 tests
 	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -q $(XDIST) -m "not heavy and not backend_free" tests
 	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 	  $(TEST_ENV) $(PY) -m pytest -q $(XDIST) --nbval --nbval-current-env \

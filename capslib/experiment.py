@@ -18,7 +18,6 @@ made, and ``--out`` gets ``results.json``, the models' ``metrics.json`` and
 """
 import contextlib
 import json
-import os
 import platform
 import shutil
 import time
@@ -33,7 +32,7 @@ from capslib.config import ConfigError, config_for_profile, get_profile
 from capslib.loading import load_classifier
 from capslib.routing import coupling_entropy
 from capslib.runs import (RunError, RunFolder, StopOnSignal, interrupt_handling, os_error,
-                          write_json_atomic, write_text_atomic)
+                          shown_path, write_json_atomic, write_text_atomic)
 
 # name -> (what the reader sees, the train job's settings)
 VARIANTS = {
@@ -95,7 +94,7 @@ def run_experiment(profile=None, runs_dir=None, out=None, data_dir=None, verbose
     check_writable(out, "--out")
     start = time.perf_counter()
     print(f"Experiment at the {profile} profile: {len(configs)} models in "
-          f"{_shown(runs_dir)}, results in {_shown(out)}.")
+          f"{shown_path(runs_dir)}, results in {shown_path(out)}.")
     counted = []  # set once this session's time is in elapsed.json
     try:
         with interrupt_handling(sigterm=False):  # Ctrl-C at every step, as in train()
@@ -161,7 +160,7 @@ def _run_experiment(profile, runs_dir, out, data_dir, verbose, command, sizes, c
         wall_seconds=_add_elapsed(runs_dir, session))
     counted.append(True)
     _write(out, runs_dir, results)
-    print(f"\nWritten to {_shown(out)} in {session / 60:.1f} minutes "
+    print(f"\nWritten to {shown_path(out)} in {session / 60:.1f} minutes "
           f"({results['wall_seconds'] / 60:.1f} in all sessions of this experiment).")
     return results
 
@@ -253,12 +252,6 @@ def _add_elapsed(runs_dir, seconds):
     total = kept["seconds"] + seconds
     write_json_atomic(path, {"seconds": total})
     return total
-
-
-def _shown(path):
-    """``path`` relative to the working folder when close to it (a notebook's ``..``)."""
-    relative = os.path.relpath(path)
-    return str(path) if relative.startswith(os.path.join("..", "..")) else relative
 
 
 def _hardware():

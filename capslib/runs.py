@@ -201,6 +201,13 @@ class StopOnSignal(keras.callbacks.Callback):
         check_interrupted()
 
 
+def shown_path(path):
+    """``path`` as a message shows it: relative to the working folder when close to it (a
+    notebook's ``../runs/...``), so stored outputs hold no machine's absolute path."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith(os.path.join("..", "..")) else relative
+
+
 # -- atomic writes ---------------------------------------------------------------
 
 

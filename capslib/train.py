@@ -40,7 +40,7 @@ from capslib.loading import load_capsnet, load_classifier
 from capslib.model import ModelFileError, build_capsnet, compile_capsnet
 from capslib.runs import (EpochCheckpoint, RunError, RunFolder, StateDamaged,
                           StopOnSignal, atomic_path, check_interrupted, interrupt_handling,
-                          os_error, read_log, weights_finite, write_json_atomic)
+                          os_error, read_log, shown_path, weights_finite, write_json_atomic)
 
 DEFAULT_RUN_DIR = Path("runs") / "capsnet"
 # Settings that may differ when a run is resumed (more epochs, another device).
@@ -255,8 +255,8 @@ def _train(run, config, data_dir, verbose, callbacks, started=None, announce_tim
         if run.backup_dir.exists():
             run.remove_backup()  # in case the job was stopped just after metrics.json
         _warn_if_best_changed(run, state)
-        print(f"{run.path} is finished (the test set was evaluated once already); "
-              f"its metrics: {run.metrics_path}")
+        print(f"{shown_path(run.path)} is finished (the test set was evaluated once already); "
+              f"its metrics: {shown_path(run.metrics_path)}")
         return metrics
     if state is not None:
         contradiction = run.contradiction(state, config.epochs)
@@ -369,7 +369,7 @@ def _train(run, config, data_dir, verbose, callbacks, started=None, announce_tim
     state.backup = None
     run.write_state(state)
     print(f"validation accuracy {metrics['val_accuracy']:.4f} (best epoch {state.best_epoch}), "
-          f"test accuracy {metrics['test_accuracy']:.4f}; written to {run.metrics_path}")
+          f"test accuracy {metrics['test_accuracy']:.4f}; written to {shown_path(run.metrics_path)}")
     return metrics
 
 

@@ -292,12 +292,14 @@ def plot_transformed_accuracy(results, title=None):
     return fig
 
 
-def plot_paired_differences(rows, label=None, title=None, alpha=0.05):
+def plot_paired_differences(rows, label=None, title=None, alpha=0.05,
+                            interval="paired 95% interval"):
     """Forest plot of comparisons: each row's difference of accuracy (points) with its 95%
     interval, a filled dot where the Holm-corrected p is below ``alpha``, an open one where it
     is not. ``rows``: dicts with ``difference``, ``low``, ``high`` (fractions) and ``holm``, as
     ``capslib.experiment.comparisons`` and ``capslib.rounds.comparisons`` return; ``label(row)``
-    names a row (default: ``"set: a vs b"``). Rows are drawn top to bottom in order."""
+    names a row (default: ``"set: a vs b"``); ``interval`` says what the bars are (the x
+    label). Rows are drawn top to bottom in order."""
     label = label or (lambda row: f"{row['set']}: {row['a']} vs {row['b']}")
     rows = list(rows)
     y = np.arange(len(rows))[::-1]
@@ -314,8 +316,7 @@ def plot_paired_differences(rows, label=None, title=None, alpha=0.05):
             markersize=8, label="none detected")
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(y, [label(r) for r in rows], fontsize=10)
-    ax.set_xlabel("a - b: difference of accuracy (points; bars: paired 95% interval)",
-                  fontsize=11)
+    ax.set_xlabel(f"a - b: difference of accuracy (points; bars: {interval})", fontsize=11)
     ax.set_title(title or "Paired differences, with their intervals", fontsize=13)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=10, loc="lower right")

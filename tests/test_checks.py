@@ -107,6 +107,53 @@ def confusion_matrix(y_true, y_pred, n_classes=10):
     return cm
 
 
+def centre_of_ink(images):
+    images = np.asarray(images, dtype=float)
+    images = images[..., 0] if images.ndim == 4 else images
+    rows, cols = np.indices(images.shape[1:])
+    ink = images.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([(images * rows).sum(axis=(1, 2)) / ink,
+                         (images * cols).sum(axis=(1, 2)) / ink], axis=1)
+
+
+def _centre_variant(kind):
+    def fn(images):
+        if kind == "in place":
+            out = centre_of_ink(images)
+            images *= 2
+            return out
+        images = np.asarray(images, dtype=float)
+        flat = images[..., 0] if images.ndim == 4 else images
+        rows, cols = np.indices(flat.shape[1:])
+        weighted = np.stack([(flat * rows).sum(axis=(1, 2)), (flat * cols).sum(axis=(1, 2))], 1)
+        if kind == "swapped":
+            return centre_of_ink(images)[:, ::-1]
+        if kind == "unweighted":
+            return centre_of_ink((flat > 0).astype(float))
+        if kind == "darkest":
+            return np.array([np.unravel_index(np.argmax(im), im.shape) for im in flat], float)
+        if kind == "from 1":
+            return centre_of_ink(images) + 1
+        if kind == "no division":
+            return weighted
+        if kind == "per pixel":
+            return weighted / flat[0].size
+        if kind == "from the middle":
+            return centre_of_ink(images) - (np.array(flat.shape[1:]) - 1) / 2
+        if kind == "zero when empty":
+            return np.nan_to_num(centre_of_ink(images))
+        if kind == "channel kept":  # sums over rows and columns of (N, H, W, 1): (N, 2, 1)
+            if images.ndim == 3:
+                return centre_of_ink(images)
+            ink = images.sum(axis=(1, 2))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.stack([(images * rows[..., None]).sum(axis=(1, 2)) / ink,
+                                 (images * cols[..., None]).sum(axis=(1, 2)) / ink], axis=1)
+        raise ValueError(kind)
+    return fn
+
+
 def coupling_entropy(c):
     c = np.asarray(c, dtype=float)
     return -np.sum(c * np.log(np.maximum(c, 1e-12)), axis=-1)
@@ -132,6 +179,7 @@ CORRECT = {  # check -> (right answer, number of ✓ lines)
     "two_proportion_z_test": (two_proportion_z_test, 4),
     "tweak_pose": (tweak_pose, 2),
     "confusion_matrix": (confusion_matrix, 2),
+    "centre_of_ink": (centre_of_ink, 3),
     "coupling_entropy": (coupling_entropy, 3),
     "accuracy_interval": (accuracy_interval, 3),
 }
@@ -485,6 +533,17 @@ MISTAKES = [  # (check, wrong answer, phrase its message must contain)
     ("confusion_matrix", lambda t, p, n_classes=10: confusion_matrix(t, p, n_classes) * 1.0,
      "count with integers"),
 
+    ("centre_of_ink", _centre_variant("swapped"), "returns (column, row)"),
+    ("centre_of_ink", _centre_variant("unweighted"), "weights every pixel with ink the same"),
+    ("centre_of_ink", _centre_variant("darkest"), "returns the darkest pixel"),
+    ("centre_of_ink", _centre_variant("from 1"), "counts rows and columns from 1"),
+    ("centre_of_ink", _centre_variant("no division"), "forgets to divide by the total ink"),
+    ("centre_of_ink", _centre_variant("per pixel"), "divides by the number of pixels"),
+    ("centre_of_ink", _centre_variant("from the middle"), "measures from the middle"),
+    ("centre_of_ink", _centre_variant("zero when empty"), "image without ink: it has no centre"),
+    ("centre_of_ink", _centre_variant("channel kept"), "have a channel axis"),
+    ("centre_of_ink", _centre_variant("in place"), "changes the images it is given"),
+
     ("accuracy_interval", lambda a, n, z=1.96: (a - z * a * (1 - a) / n, a + z * a * (1 - a) / n),
      "forgets the square root"),
     ("accuracy_interval", lambda a, n, z=1.96: accuracy_interval(a, n, 1.0), "forgets z"),
@@ -694,10 +753,10 @@ def test_mask_poses_and_data_exercises_accept_numpy(capsys):
 
     checks.check_mask_poses(mask_poses_numpy)
     for name in ("shift_image", "stratified_split", "count_primary_capsules", "best_epoch",
-                 "two_proportion_z_test", "tweak_pose", "confusion_matrix",
+                 "two_proportion_z_test", "tweak_pose", "confusion_matrix", "centre_of_ink",
                  "coupling_entropy", "accuracy_interval"):
         check(name)(CORRECT[name][0])  # written with NumPy or plain Python
-    assert capsys.readouterr().out.count("checks passed.") == 10
+    assert capsys.readouterr().out.count("checks passed.") == 11
 
 
 # -- What a notebook shows -------------------------------------------------------

@@ -30,6 +30,7 @@ def test_round_r_is_the_answer_of_the_same_weights_built_with_r_rounds(shipped):
         rounds.lengths_per_round(shipped, np.zeros((2, 20, 20, 1), "float32"))
 
 
+@pytest.mark.backend_free
 def test_comparisons_are_paired_and_holm_corrected():
     labels = np.array([0, 1, 2, 3] * 25)
     answers = np.stack([labels.copy(), labels.copy(), labels.copy()]).astype(np.int8)
@@ -45,6 +46,7 @@ def test_comparisons_are_paired_and_holm_corrected():
         rounds.comparisons({"clean": answers[:, :10]}, labels)
 
 
+@pytest.mark.backend_free
 def test_the_committed_table_is_what_its_answers_give():
     results, predicted, labels = rounds.load()
     assert results["n"] == len(labels) == 10_000 and set(predicted) == set(
@@ -70,6 +72,7 @@ def test_the_committed_answers_are_the_shipped_models(shipped):
         assert np.mean(answers != predicted[name][:, picked]) <= 0.01, name
 
 
+@pytest.mark.backend_free
 def test_the_paired_figure_marks_what_survives():
     rows = [dict(set="a", a=3, b=1, difference=0.03, low=0.01, high=0.05, holm=0.001),
             dict(set="b", a=3, b=1, difference=0.0, low=-0.02, high=0.02, holm=1.0)]

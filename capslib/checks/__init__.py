@@ -23,11 +23,13 @@ from capslib.checks.nb03_routing import check_prediction_vectors, check_routing
 from capslib.checks.nb04_margin_loss import check_capsule_lengths, check_margin_loss
 from capslib.checks.nb05_decoder import check_mask_poses, check_reconstruction_loss
 from capslib.checks.nb06_training import check_best_epoch, check_two_proportion_z_test
-from capslib.checks.nb07_interpretation import check_confusion_matrix, check_tweak_pose
+from capslib.checks.nb07_interpretation import (check_centre_of_ink, check_confusion_matrix,
+                                               check_tweak_pose)
 from capslib.checks.nb08_does_routing_help import check_accuracy_interval, check_coupling_entropy
 
 __all__ = [
-    "CheckFailed", "check_best_epoch", "check_capsule_lengths", "check_confusion_matrix",
+    "CheckFailed", "check_best_epoch", "check_capsule_lengths", "check_centre_of_ink",
+    "check_confusion_matrix",
     "check_accuracy_interval", "check_coupling_entropy",
     "check_count_primary_capsules", "check_margin_loss", "check_mask_poses",
     "check_prediction_vectors", "check_reconstruction_loss", "check_routing",

@@ -1,6 +1,7 @@
 """Notebook 07_interpretation's checks: ``check_tweak_pose`` (one copy of the
-poses per step, one dimension moved) and ``check_confusion_matrix`` (counts,
-rows the true classes)."""
+poses per step, one dimension moved), ``check_centre_of_ink`` (the ink-weighted
+(row, column) centre of each image) and ``check_confusion_matrix`` (counts, rows
+the true classes; the exercise of earlier editions, kept for their notebooks)."""
 import numpy as np
 
 from capslib.checks._core import _, _Checker, _exercise_check
@@ -118,4 +119,94 @@ def check_confusion_matrix(fn, seed=0):
     y_pred = np.where(rng.random(40) < 0.6, y_true, rng.integers(0, 8, size=40))
     verify(y_true, y_pred, None, _("40 random labels of classes 0-7, default n_classes"))
     c.ok(_("40 random labels, classes 8 and 9 absent, default n_classes=10"))
+    c.done()
+
+
+# -- 14b. centre_of_ink -----------------------------------------------------------
+
+def _centre_reference(images):
+    images = np.asarray(images, np.float64)
+    images = images[..., 0] if images.ndim == 4 else images
+    rows, cols = np.indices(images.shape[1:])
+    ink = images.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([(images * rows).sum(axis=(1, 2)) / ink,
+                         (images * cols).sum(axis=(1, 2)) / ink], axis=1)
+
+
+@_exercise_check
+def check_centre_of_ink(fn, seed=0):
+    """centre_of_ink(images): (N, 2), the ink-weighted (row, column) of each image; NaN
+    where an image has no ink."""
+    c = _Checker("centre_of_ink", reference=_("the expected centres"))
+    rng = np.random.default_rng(seed)
+
+    def verify(images, case):
+        arg = images.copy()
+        got = c.array(c.run(fn, arg, case=case), case)
+        if not np.array_equal(arg, images):
+            c.fail(_("centre_of_ink changes the images it is given: compute from them, "
+                     "leave them as they are"))
+        want = _centre_reference(images)
+        if images.ndim == 4 and got.shape != want.shape:
+            c.fail(_("centre_of_ink returned shape {shape} for {case}: images of shape (N, H, "
+                     "W, 1) have a channel axis; drop it first (images[..., 0]), then sum over "
+                     "the rows and columns", shape=got.shape, case=case))
+        flat = images[..., 0] if images.ndim == 4 else images
+        n, h, w = flat.shape
+        rows, cols = np.indices((h, w))
+        inked = (flat > 0).astype(np.float64)
+        darkest = np.array([np.unravel_index(np.argmax(im), im.shape) for im in flat], np.float64)
+        ink = flat.sum(axis=(1, 2))
+        weighted = np.stack([(flat * rows).sum(axis=(1, 2)), (flat * cols).sum(axis=(1, 2))], 1)
+        c.compare(
+            got, want, case,
+            mistakes=[
+                (_("returns (column, row): the row (the vertical position, axis 1 of "
+                   "the images) comes first, then the column"), lambda: want[:, ::-1]),
+                (_("weights every pixel with ink the same: weight each pixel's row and "
+                   "column by its ink, the pixel's value"),
+                 lambda: _centre_reference(inked)),
+                (_("returns the darkest pixel, not the centre of all the ink"),
+                 lambda: darkest),
+                (_("counts rows and columns from 1: they start at 0 (the top-left pixel "
+                   "is row 0, column 0)"), lambda: want + 1),
+                (_("forgets to divide by the total ink: the sums of ink x row and ink x "
+                   "column are weighted totals, not a position"), lambda: weighted),
+                (_("divides by the number of pixels instead of the total ink"),
+                 lambda: weighted / (h * w)),
+                (_("measures from the middle of the image: measure from the top-left "
+                   "corner (row 0, column 0)"),
+                 lambda: want - np.array([(h - 1) / 2, (w - 1) / 2])),
+            ],
+            shape_rule=_("expected (N, 2) = {shape}: one (row, column) per image",
+                         shape=want.shape),
+            hint=_(" Each pixel's row and column, weighted by its ink, divided by the "
+                   "image's total ink."))
+        return ink
+
+    dot = np.zeros((3, 6, 8), np.float32)
+    dot[0, 1, 6] = 1.0  # one pixel: its own position
+    dot[1, 4, 2], dot[1, 2, 2] = 1.0, 0.5  # two pixels on one column, one darker
+    dot[2, 0, 0], dot[2, 5, 7] = 0.25, 0.75
+    verify(dot, _("3 images of 6 x 8 pixels, one or two pixels with ink"))
+    c.ok(_("hand-made images: (row, column) from the top-left, weighted by ink"))
+    garments = rng.random((5, 28, 28, 1)).astype(np.float32) * (rng.random((5, 28, 28, 1)) < 0.3)
+    verify(garments, _("5 random images (5, 28, 28, 1)"))
+    c.ok(_("5 images (5, 28, 28, 1) with a channel axis: shape (5, 2)"))
+    empty = np.zeros((2, 28, 28), np.float32)
+    empty[1, 10, 20] = 1.0
+    got = c.array(c.run(fn, empty.copy(), case=_("an image without ink")),
+                  _("an image without ink"))
+    if got.shape != (2, 2):
+        c.fail(_("centre_of_ink returned shape {shape} for an image without ink and one "
+                 "with: expected (2, 2)", shape=got.shape))
+    if not np.allclose(got[1], [10, 20]):
+        c.fail(_("centre_of_ink gives the wrong centre for one pixel at row 10, column 20 "
+                 "beside an image without ink: {got}", got=got[1].tolist()))
+    if not np.all(np.isnan(got[0])):
+        c.fail(_("centre_of_ink returns {got} for an image without ink: it has no centre; "
+                 "return NaN (0 / 0 in NumPy gives NaN; np.errstate hides the warning)",
+                 got=got[0].tolist()))
+    c.ok(_("an image without ink: NaN, no centre"))
     c.done()
