@@ -40,6 +40,8 @@ def lengths_per_round(model, images, rounds=ROUNDS, batch_size=200):
 
     images = np.asarray(images)
     model.check_images(images)
+    if not len(images):
+        raise ValueError("no images to route: images has length 0")
     out = []
     for start in range(0, len(images), batch_size):
         batch = ops.convert_to_tensor(images[start:start + batch_size].astype("float32"))
@@ -79,6 +81,9 @@ def comparisons(predicted, labels, compared=COMPARED):
     for name, answers in predicted.items():
         if answers.shape[1] != len(labels):
             raise ValueError(f"{name}: {answers.shape[1]} answers for {len(labels)} labels")
+        if answers.shape[0] < max(max(pair) for pair in compared):
+            raise ValueError(f"{name}: answers of {answers.shape[0]} rounds; comparing "
+                             f"{compared} needs {max(max(pair) for pair in compared)}")
         for a, b in compared:
             correct_a, correct_b = answers[a - 1] == labels, answers[b - 1] == labels
             low, high = stats.paired_difference_interval(correct_a, correct_b)
@@ -108,15 +113,17 @@ def table(rows):
     return "\n".join(lines) + "\n"
 
 
-def test_sets(n=None, data_dir=None, seed=0):
-    """08's transformed test sets (``capslib.experiment.TEST_SETS``) of ``n`` test images
-    balanced over the classes (all 10,000 when None): ``({name: images}, labels)``."""
+def test_sets(n=None, data_dir=None, seed=0, names=None):
+    """08's transformed test sets (``capslib.experiment.TEST_SETS``, or those in ``names``)
+    of ``n`` test images balanced over the classes (all 10,000 when None):
+    ``({name: images}, labels)``."""
     from capslib.experiment import SEED, TEST_SETS
 
     _, (x_test, y_test) = data.load_fashion_mnist(data_dir)
     picked = data.balanced_indices(y_test, n or len(y_test))
     return ({name: data.transform_images(x_test[picked], kind, amount, seed=SEED + seed)
-             for name, (kind, amount) in TEST_SETS.items()}, y_test[picked])
+             for name, (kind, amount) in TEST_SETS.items() if names is None or name in names},
+            y_test[picked])
 
 
 def write(folder, predicted, labels, facts):
@@ -160,11 +167,16 @@ def load(folder=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m capslib.rounds", description=__doc__.split(
         "\n\n")[0])
-    parser.add_argument("--out", default=str(data.course_root() / "results" / COMMITTED),
-                        help="folder to write (default: %(default)s)")
+    committed = data.course_root() / "results" / COMMITTED
+    parser.add_argument("--out", default=None,
+                        help=f"folder to write (default: {committed}, the committed results)")
     parser.add_argument("--n", type=int, default=None,
                         help="test images per set (balanced; default all 10,000)")
     args = parser.parse_args(argv)
+    if args.n and args.out is None:
+        parser.error(f"--n {args.n}: give --out too; {committed} holds the run on all "
+                     "10,000 test images, which its test and notebook 08 read")
+    args.out = args.out or str(committed)
     import keras
 
     from capslib import device, pretrained

@@ -127,6 +127,7 @@ def interrupt_handling(sigterm=True, restore=True):
         return
     from capslib import _startup
     del _received[:]
+    _in_keras_loop[0] = 0  # a loop that ended by an exception earlier left no count behind
     # Only where the default is in place (or the start-up handler of `python -m
     # capslib`): a job started with SIGINT ignored (`cmd &` in a script) keeps
     # ignoring it, a handler someone else installed stays.
@@ -178,15 +179,20 @@ class StopOnSignal(keras.callbacks.Callback):
     arbitrary point inside TensorFlow is not safe. Then at each batch's end (and each
     epoch's start) ``check_interrupted()`` raises ``Interrupted``; so does a signal a
     Keras or JAX call swallowed. A loop that ends by another exception leaves signals
-    noted until the next check (the next batch, or the end of ``interrupt_handling``).
+    noted until the next check (the next batch, or the end of ``interrupt_handling``); a
+    signal noted then gives way to that exception. Outside ``interrupt_handling`` it only
+    checks. A batch that hangs is not interrupted: SIGKILL (``kill -9``) stops it, and the
+    run folder still holds every epoch kept before.
     """
 
     def _begin(self, logs=None):
-        _in_keras_loop[0] += 1
+        if _depth[0]:  # only inside interrupt_handling, which resets the count when it ends
+            _in_keras_loop[0] += 1
         check_interrupted()
 
     def _end(self, logs=None):
-        _in_keras_loop[0] = max(0, _in_keras_loop[0] - 1)
+        if _depth[0]:
+            _in_keras_loop[0] = max(0, _in_keras_loop[0] - 1)
         check_interrupted()
 
     on_train_begin = on_test_begin = on_predict_begin = _begin

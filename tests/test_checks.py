@@ -119,6 +119,8 @@ def centre_of_ink(images):
 
 def _centre_variant(kind):
     def fn(images):
+        if kind == "squeezed":
+            return np.squeeze(centre_of_ink(images))
         if kind == "in place":
             out = centre_of_ink(images)
             images *= 2
@@ -179,7 +181,7 @@ CORRECT = {  # check -> (right answer, number of ✓ lines)
     "two_proportion_z_test": (two_proportion_z_test, 4),
     "tweak_pose": (tweak_pose, 2),
     "confusion_matrix": (confusion_matrix, 2),
-    "centre_of_ink": (centre_of_ink, 3),
+    "centre_of_ink": (centre_of_ink, 4),
     "coupling_entropy": (coupling_entropy, 3),
     "accuracy_interval": (accuracy_interval, 3),
 }
@@ -543,6 +545,7 @@ MISTAKES = [  # (check, wrong answer, phrase its message must contain)
     ("centre_of_ink", _centre_variant("zero when empty"), "image without ink: it has no centre"),
     ("centre_of_ink", _centre_variant("channel kept"), "have a channel axis"),
     ("centre_of_ink", _centre_variant("in place"), "changes the images it is given"),
+    ("centre_of_ink", _centre_variant("squeezed"), "np.squeeze also removes"),
 
     ("accuracy_interval", lambda a, n, z=1.96: (a - z * a * (1 - a) / n, a + z * a * (1 - a) / n),
      "forgets the square root"),

@@ -134,8 +134,10 @@ def attacked_class(tmp_path_factory):
     before_source = _tree_digest(course / "source")
     start = time.perf_counter()
     # The sandboxes' folders in a temporary folder of this class's own: another test process
-    # (pytest-xdist) may be grading beside it, with sandboxes of its own in /tmp.
-    tmp = tmp_path_factory.mktemp("sandbox-tmp")
+    # (pytest-xdist) may be grading beside it, with sandboxes of its own in /tmp. Not under
+    # the course's top folder in /tmp: the audit reports a reach into /tmp only for a top
+    # folder the sandbox does not show, and a sandbox shows the folders above its own.
+    tmp = Path(tempfile.mkdtemp(prefix="capsnet-attack-class-"))
     saved, tempfile.tempdir = tempfile.tempdir, str(tmp)
     try:
         # 02 needs about 1 GB: a 2 GB limit makes the 3 GB hog hit it (the default is 6 GB).
@@ -148,9 +150,10 @@ def attacked_class(tmp_path_factory):
     gradebook_after_grading = hashlib.sha256((course / "gradebook.db").read_bytes()).hexdigest()
     time.sleep(5)  # the outliver is gone (pgrep below); its gradebook write never came
     pages = grading.feedback([NAME], course_root=course)
-    return {"course": course, "rows": {r["student_id"]: r for r in rows}, "pages": pages,
-            "seconds": seconds, "before_repo": before_repo, "before_submitted": before_submitted,
-            "before_source": before_source, "gradebook": gradebook_after_grading, "tmp": tmp}
+    yield {"course": course, "rows": {r["student_id"]: r for r in rows}, "pages": pages,
+           "seconds": seconds, "before_repo": before_repo, "before_submitted": before_submitted,
+           "before_source": before_source, "gradebook": gradebook_after_grading, "tmp": tmp}
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.heavy

@@ -26,8 +26,11 @@ def test_round_r_is_the_answer_of_the_same_weights_built_with_r_rounds(shipped):
         twin.set_weights(shipped.get_weights())
         lengths = twin.predict(images, verbose=0)["lengths"]
         np.testing.assert_allclose(per_round[r - 1], lengths, atol=1e-5)
+    assert np.abs(per_round[0] - per_round[2]).max() > 1e-3  # the rounds do differ
     with pytest.raises(ValueError, match="28"):
         rounds.lengths_per_round(shipped, np.zeros((2, 20, 20, 1), "float32"))
+    with pytest.raises(ValueError, match="no images"):
+        rounds.lengths_per_round(shipped, np.zeros((0, 28, 28, 1), "float32"))
 
 
 @pytest.mark.backend_free
@@ -44,6 +47,8 @@ def test_comparisons_are_paired_and_holm_corrected():
     assert first["p"] == pytest.approx(2 * 0.5 ** 20) and first["holm"] == pytest.approx(2 * first["p"])
     with pytest.raises(ValueError, match="answers for"):
         rounds.comparisons({"clean": answers[:, :10]}, labels)
+    with pytest.raises(ValueError, match="answers of 2 rounds"):
+        rounds.comparisons({"clean": answers[:2]}, labels)
 
 
 @pytest.mark.backend_free
@@ -63,7 +68,7 @@ def test_the_committed_table_is_what_its_answers_give():
 
 def test_the_committed_answers_are_the_shipped_models(shipped):
     results, predicted, labels = rounds.load()
-    sets, again_labels = rounds.test_sets(results["n"])
+    sets, again_labels = rounds.test_sets(results["n"], names=("clean (same images)", "rotate 30°"))
     np.testing.assert_array_equal(again_labels, labels)
     picked = np.arange(0, 10_000, 50)  # 200 images of each set, spread over the classes
     for name in ("clean (same images)", "rotate 30°"):

@@ -915,3 +915,29 @@ def test_inside_a_keras_loop_a_signal_waits_for_the_end_of_the_batch(default_sig
     assert seen == [1]  # the batch ran to its end; the loop stopped after it
     assert runs._in_keras_loop == [0]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_keras_loop_that_failed_leaves_ctrl_c_immediate_afterwards(default_sigint):
+    # Keras calls no on_*_end when a loop raises: the loop count must not outlive it, or a
+    # later Ctrl-C outside any loop would only be noted.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+
+    class Fails(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("a failing callback")
+
+    x = np.zeros((16, 2), "float32")
+    with pytest.raises(RuntimeError):
+        with runs.interrupt_handling(sigterm=False):
+            model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0,
+                      callbacks=[runs.StopOnSignal(), Fails()])
+    assert runs._in_keras_loop == [0]  # reset when the block ended
+    model.predict(x, verbose=0, callbacks=[runs.StopOnSignal()])  # no handling: counts nothing
+    assert runs._in_keras_loop == [0]
+    with pytest.raises(KeyboardInterrupt):
+        with runs.interrupt_handling(sigterm=False):
+            assert runs._in_keras_loop == [0]
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # raised here, at once: not only noted
+            pytest.fail("Ctrl-C outside a Keras loop was only noted")

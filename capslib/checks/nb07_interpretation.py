@@ -148,6 +148,10 @@ def check_centre_of_ink(fn, seed=0):
             c.fail(_("centre_of_ink changes the images it is given: compute from them, "
                      "leave them as they are"))
         want = _centre_reference(images)
+        if len(images) == 1 and got.shape == (2,):
+            c.fail(_("centre_of_ink returned shape (2,) for {case}: np.squeeze also removes "
+                     "the axis of the images when there is one; drop only the channel axis "
+                     "(images[..., 0]) and return (1, 2)", case=case))
         if images.ndim == 4 and got.shape != want.shape:
             c.fail(_("centre_of_ink returned shape {shape} for {case}: images of shape (N, H, "
                      "W, 1) have a channel axis; drop it first (images[..., 0]), then sum over "
@@ -194,6 +198,10 @@ def check_centre_of_ink(fn, seed=0):
     garments = rng.random((5, 28, 28, 1)).astype(np.float32) * (rng.random((5, 28, 28, 1)) < 0.3)
     verify(garments, _("5 random images (5, 28, 28, 1)"))
     c.ok(_("5 images (5, 28, 28, 1) with a channel axis: shape (5, 2)"))
+    one = np.zeros((1, 28, 28, 1), np.float32)
+    one[0, 5:9, 20:22, 0] = 0.5
+    verify(one, _("one image (1, 28, 28, 1)"))
+    c.ok(_("a single image keeps its axis: shape (1, 2)"))
     empty = np.zeros((2, 28, 28), np.float32)
     empty[1, 10, 20] = 1.0
     got = c.array(c.run(fn, empty.copy(), case=_("an image without ink")),
