@@ -5,6 +5,7 @@ the true classes; the exercise of earlier editions, kept for their notebooks).""
 import numpy as np
 
 from capslib.checks._core import _, _Checker, _exercise_check
+from capslib.equivariance import centre_of_ink  # the reference: the library's own
 
 
 # -- 13. tweak_pose -----------------------------------------------------------
@@ -124,16 +125,6 @@ def check_confusion_matrix(fn, seed=0):
 
 # -- 14b. centre_of_ink -----------------------------------------------------------
 
-def _centre_reference(images):
-    images = np.asarray(images, np.float64)
-    images = images[..., 0] if images.ndim == 4 else images
-    rows, cols = np.indices(images.shape[1:])
-    ink = images.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.stack([(images * rows).sum(axis=(1, 2)) / ink,
-                         (images * cols).sum(axis=(1, 2)) / ink], axis=1)
-
-
 @_exercise_check
 def check_centre_of_ink(fn, seed=0):
     """centre_of_ink(images): (N, 2), the ink-weighted (row, column) of each image; NaN
@@ -147,7 +138,7 @@ def check_centre_of_ink(fn, seed=0):
         if not np.array_equal(arg, images):
             c.fail(_("centre_of_ink changes the images it is given: compute from them, "
                      "leave them as they are"))
-        want = _centre_reference(images)
+        want = centre_of_ink(images)
         if len(images) == 1 and got.shape == (2,):
             c.fail(_("centre_of_ink returned shape (2,) for {case}: np.squeeze also removes "
                      "the axis of the images when there is one; drop only the channel axis "
@@ -170,7 +161,7 @@ def check_centre_of_ink(fn, seed=0):
                    "the images) comes first, then the column"), lambda: want[:, ::-1]),
                 (_("weights every pixel with ink the same: weight each pixel's row and "
                    "column by its ink, the pixel's value"),
-                 lambda: _centre_reference(inked)),
+                 lambda: centre_of_ink(inked)),
                 (_("returns the darkest pixel, not the centre of all the ink"),
                  lambda: darkest),
                 (_("counts rows and columns from 1: they start at 0 (the top-left pixel "
