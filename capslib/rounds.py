@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from capslib import data
-from capslib.runs import write_json_atomic
+from capslib.runs import atomic_path, write_json_atomic, write_text_atomic
 
 ROUNDS = 3
 COMPARED = ((3, 1), (3, 2))  # (a, b): a rounds against b rounds, on every set
@@ -77,19 +77,20 @@ def comparisons(predicted, labels, compared=COMPARED):
     from capslib import stats
 
     labels = np.asarray(labels)
+    needed = max(max(pair) for pair in compared)
     rows = []
     for name, answers in predicted.items():
         if answers.shape[1] != len(labels):
             raise ValueError(f"{name}: {answers.shape[1]} answers for {len(labels)} labels")
-        if answers.shape[0] < max(max(pair) for pair in compared):
+        if answers.shape[0] < needed:
             raise ValueError(f"{name}: answers of {answers.shape[0]} rounds; comparing "
-                             f"{compared} needs {max(max(pair) for pair in compared)}")
+                             f"{compared} needs {needed}")
         for a, b in compared:
             correct_a, correct_b = answers[a - 1] == labels, answers[b - 1] == labels
+            acc_a, acc_b = float(correct_a.mean()), float(correct_b.mean())
             low, high = stats.paired_difference_interval(correct_a, correct_b)
-            rows.append(dict(set=name, n=len(labels), a=a, b=b,
-                             acc_a=float(correct_a.mean()), acc_b=float(correct_b.mean()),
-                             difference=float(correct_a.mean() - correct_b.mean()),
+            rows.append(dict(set=name, n=len(labels), a=a, b=b, acc_a=acc_a, acc_b=acc_b,
+                             difference=acc_a - acc_b,
                              low=low, high=high, p=stats.mcnemar(correct_a, correct_b).p,
                              changed=float(np.mean(answers[a - 1] != answers[b - 1]))))
     for row, adjusted in zip(rows, stats.holm([row["p"] for row in rows])):
@@ -132,15 +133,13 @@ def write(folder, predicted, labels, facts):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     keys = {f"set{k}": name for k, name in enumerate(predicted)}
-    tmp = folder / (PREDICTIONS + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, labels=np.asarray(labels, np.int8),
+    with atomic_path(folder / PREDICTIONS) as tmp:
+        np.savez_compressed(tmp, labels=np.asarray(labels, np.int8),
                             **{key: predicted[name] for key, name in keys.items()})
-    tmp.replace(folder / PREDICTIONS)
     rows = comparisons(predicted, labels)
     results = dict(facts, sets=keys, comparisons=rows)
     write_json_atomic(folder / "results.json", results)
-    (folder / "README.md").write_text(
+    write_text_atomic(folder / "README.md",
         "# One model, routed with 1, 2 and 3 rounds\n\n"
         f"{facts['model']}, its same weights routed with 1, 2 and 3 rounds at inference on "
         f"08's test sets ({facts['n']:,} test images each). Paired on the same images: "
